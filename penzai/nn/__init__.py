@@ -1,0 +1,1 @@
+"""Neural-network layers (submodules are imported explicitly or via `pz.nn`)."""
