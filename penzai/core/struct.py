@@ -1,0 +1,432 @@
+"""Frozen pytree dataclasses: the `Struct` base class and `pytree_dataclass`.
+
+Every penzai model object is a `Struct`: an immutable dataclass registered as a
+JAX pytree (with keys), whose non-static fields are pytree children.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import inspect
+import typing
+from typing import Any, Callable, Hashable, Literal, Sequence, Type, TypeVar, overload
+
+import jax
+import typing_extensions
+
+if typing.TYPE_CHECKING:
+  from penzai.core import selectors
+
+T = TypeVar("T")
+
+PYTREE_DATACLASS_INFO_ATTR = "__penzai_pytree_dataclass_info__"
+
+# Per-class cache of `(field_name, is_pytree_child)` pairs, in field order.
+# Flattening is on the hot path of every JAX transformation, so we avoid
+# re-deriving the field layout on each call.
+_FIELD_LAYOUT_CACHE: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
+
+
+def _field_layout(cls: type[Any]) -> tuple[tuple[str, bool], ...]:
+  """Returns the cached `(name, is_child)` layout of a dataclass type."""
+  layout = _FIELD_LAYOUT_CACHE.get(cls)
+  if layout is None:
+    layout = tuple(
+        (field.name, is_pytree_node_field(field))
+        for field in dataclasses.fields(cls)
+    )
+    _FIELD_LAYOUT_CACHE[cls] = layout
+  return layout
+
+
+def is_pytree_dataclass_type(cls: type[Any]) -> bool:
+  """Checks whether `cls` itself (not a parent) was decorated by `pytree_dataclass`."""
+  return isinstance(cls, type) and PYTREE_DATACLASS_INFO_ATTR in cls.__dict__
+
+
+class PyTreeDataclassSafetyError(Exception):
+  """Raised when a `pytree_dataclass` definition is likely to be a mistake."""
+
+
+def _safe_inherited_init(cls: type[Any]) -> Any:
+  """Returns the inherited `__init__` that decorating `cls` may safely replace."""
+  for base in cls.__mro__[1:]:
+    if is_pytree_dataclass_type(base):
+      info = base.__dict__[PYTREE_DATACLASS_INFO_ATTR]
+      generated = info.get("generated_init")
+      return object.__init__ if generated is None else generated
+  return object.__init__
+
+
+def _check_field_annotations(
+    cls: type[Any], has_implicitly_inherited_fields: bool
+) -> None:
+  """Checks that the dataclass fields are exactly this class's annotations."""
+  name = cls.__name__
+  field_names = [field.name for field in dataclasses.fields(cls)]
+  explicit = list(inspect.get_annotations(cls).keys())
+  if has_implicitly_inherited_fields:
+    if all(field_name in explicit for field_name in field_names):
+      raise PyTreeDataclassSafetyError(
+          f"{name} was constructed with `has_implicitly_inherited_fields=True`,"
+          " but it does not have any implicitly inherited fields."
+      )
+  else:
+    field_set = set(field_names)
+    explicit_fields = [ann for ann in explicit if ann in field_set]
+    if explicit_fields != field_names:
+      raise PyTreeDataclassSafetyError(
+          f"{name} has missing or badly-ordered dataclass attributes: the"
+          f" explicit field annotations {explicit_fields} don't match the"
+          f" inferred dataclass fields {field_names}.\n\nThis usually means"
+          f" that {name} inherits dataclass fields from a parent class, which"
+          " makes the constructor's argument order hard to see from the class"
+          " definition. If this is intentional, pass"
+          " `has_implicitly_inherited_fields=True` to `@pytree_dataclass` to"
+          " silence this check; otherwise, annotate every field (including"
+          " inherited ones) explicitly in the order they should appear."
+      )
+
+
+def _install_mutable_init_proxy(cls: type[Any], original_init: Any) -> None:
+  """Makes the user's `__init__` run on a mutable proxy of the frozen class."""
+  if "_MutableInitProxy" in cls.__dict__:
+    raise ValueError(
+        "Cannot create a mutable init proxy if the _MutableInitProxy class"
+        " attribute is already defined!"
+    )
+  proxy_cls = type(
+      f"{cls.__name__}._MutableInitProxy",
+      (cls,),
+      {
+          "__setattr__": object.__setattr__,
+          "__delattr__": object.__delattr__,
+          "__hash__": None,
+          "__init__": original_init,
+          "__module__": cls.__module__,
+          "__qualname__": f"{cls.__qualname__}._MutableInitProxy",
+          PYTREE_DATACLASS_INFO_ATTR: {"is_init_proxy": True},
+          "_MutableInitProxy": None,
+      },
+  )
+  type.__setattr__(cls, "_MutableInitProxy", proxy_cls)
+  field_names = [field.name for field in dataclasses.fields(cls)]
+
+  @functools.wraps(original_init)
+  def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+    proxy = proxy_cls(*args, **kwargs)
+    for field_name in field_names:
+      try:
+        value = getattr(proxy, field_name)
+      except AttributeError:
+        raise AttributeError(
+            f'A value for field "{field_name}" was not set during __init__! All'
+            " dataclass fields must be set in __init__ when using"
+            " `pytree_dataclass`."
+        ) from None
+      object.__setattr__(self, field_name, value)
+
+  type.__setattr__(cls, "__init__", __init__)
+
+
+@overload
+def pytree_dataclass(
+    cls: type[T],
+    /,
+) -> type[T]:
+  ...
+
+
+@overload
+def pytree_dataclass(
+    cls: None = None,
+    /,
+    *,
+    has_implicitly_inherited_fields: bool = False,
+    use_mutable_proxy_in_init: bool = True,
+    overwrite_parent_init: bool = False,
+    init: bool = True,
+    repr: bool | Literal["auto"] = "auto",  # pylint: disable=redefined-builtin
+    eq: bool = True,
+    order: bool = False,
+    match_args: bool = False,
+    kw_only: bool = False,
+) -> Callable[[type[T]], type[T]]:
+  ...
+
+
+@typing_extensions.dataclass_transform(
+    frozen_default=True, field_specifiers=(dataclasses.field,)
+)
+def pytree_dataclass(
+    cls: type[Any] | None = None,
+    /,
+    *,
+    has_implicitly_inherited_fields: bool = False,
+    use_mutable_proxy_in_init: bool = True,
+    overwrite_parent_init: bool = False,
+    init: bool = True,
+    repr: bool | Literal["auto"] = "auto",  # pylint: disable=redefined-builtin
+    eq: bool = True,
+    order: bool = False,
+    match_args: bool = False,
+    kw_only: bool = False,
+) -> type[Any] | Callable[[type[Any]], type[Any]]:
+  """Turns a class into a frozen dataclass registered as a keyed JAX pytree.
+
+  Fields are pytree children unless declared with
+  `dataclasses.field(metadata={"pytree_node": False})`. Usable bare
+  (`@pytree_dataclass`) or with options (`@pytree_dataclass(kw_only=True)`).
+  Safety checks catch accidental overwriting of inherited custom `__init__`s
+  and implicitly inherited (hence invisible) fields.
+
+  Args:
+    cls: The class to decorate; if None, returns a decorator.
+    has_implicitly_inherited_fields: Allow fields that are inherited from a
+      parent dataclass without being re-annotated here.
+    use_mutable_proxy_in_init: Run a custom `__init__` on a mutable proxy so
+      it can use plain attribute assignment.
+    overwrite_parent_init: Allow replacing an inherited custom `__init__`.
+    init: Generate an `__init__` (as in `dataclasses.dataclass`).
+    repr: Generate a dataclass `__repr__`; "auto" keeps `Struct.__repr__` for
+      Structs.
+    eq: Generate `__eq__` (and a field-based `__hash__`).
+    order: Generate ordering methods.
+    match_args: Generate `__match_args__`.
+    kw_only: Make all fields keyword-only.
+
+  Returns:
+    The decorated class (same object), or a decorator if `cls` is None.
+  """
+  if cls is None:
+    return functools.partial(
+        pytree_dataclass,
+        has_implicitly_inherited_fields=has_implicitly_inherited_fields,
+        use_mutable_proxy_in_init=use_mutable_proxy_in_init,
+        overwrite_parent_init=overwrite_parent_init,
+        init=init,
+        repr=repr,
+        eq=eq,
+        order=order,
+        match_args=match_args,
+        kw_only=kw_only,
+    )
+
+  if PYTREE_DATACLASS_INFO_ATTR in cls.__dict__:
+    raise ValueError("Cannot apply pytree_dataclass twice to the same class!")
+
+  original_init = cls.__dict__.get("__init__")
+
+  if init and original_init is None and not overwrite_parent_init:
+    safe_init = _safe_inherited_init(cls)
+    inherited_init = cls.__init__  # type: ignore[misc]
+    if inherited_init is not safe_init:
+      raise PyTreeDataclassSafetyError(
+          f"@pytree_dataclass decorator for {cls.__name__} is about to"
+          f" overwrite an inherited custom __init__ {inherited_init} which"
+          " wasn't generated by @pytree_dataclass, but `overwrite_parent_init`"
+          " is not set. If you intended to replace the parent's __init__ with"
+          " a dataclass-generated one, pass `overwrite_parent_init=True`. If"
+          " you intended to keep using the parent's __init__, pass"
+          " `init=False`. Alternatively, define an __init__ method in the"
+          " class body."
+      )
+
+  info: dict[str, Any] = {
+      "has_implicitly_inherited_fields": has_implicitly_inherited_fields,
+      "use_mutable_proxy_in_init": use_mutable_proxy_in_init,
+      "is_init_proxy": False,
+  }
+  type.__setattr__(cls, PYTREE_DATACLASS_INFO_ATTR, info)
+
+  if repr == "auto":
+    repr = not issubclass(cls, Struct)
+
+  cls = dataclasses.dataclass(  # type: ignore[call-overload]
+      init=init,
+      repr=repr,
+      eq=eq,
+      order=order,
+      match_args=match_args,
+      kw_only=kw_only,
+      frozen=True,
+  )(cls)
+  assert cls is not None
+
+  if init and original_init is None:
+    info["generated_init"] = cls.__init__
+  else:
+    info["generated_init"] = None
+
+  _check_field_annotations(cls, has_implicitly_inherited_fields)
+
+  if not (
+      hasattr(cls, "tree_flatten_with_keys") and hasattr(cls, "tree_unflatten")
+  ):
+    raise AttributeError(
+        f"{cls.__name__} must define both `tree_flatten_with_keys` and"
+        " `tree_unflatten`, which are required by JAX's"
+        " `register_pytree_with_keys_class`. Consider subclassing"
+        " `penzai.Struct`, which provides both."
+    )
+
+  jax.tree_util.register_pytree_with_keys_class(cls)
+
+  if use_mutable_proxy_in_init and original_init is not None:
+    _install_mutable_init_proxy(cls, original_init)
+
+  return cls
+
+
+class AbstractStructMetaclass(abc.ABCMeta):
+  """Metaclass that forbids instantiating Struct classes that weren't decorated."""
+
+  if not typing.TYPE_CHECKING:
+
+    def __call__(cls, *args, **kwargs):
+      if not is_pytree_dataclass_type(cls):
+        raise TypeError(
+            f"Can't instantiate abstract Struct subclass {cls}. Non-abstract"
+            " subclasses of penzai.Struct must be decorated with"
+            " @penzai.pytree_dataclass before they can be instantiated."
+        )
+      return super().__call__(*args, **kwargs)
+
+
+def is_pytree_node_field(field: dataclasses.Field[Any]) -> bool:
+  """Whether a dataclass field is a pytree child (vs. static metadata)."""
+  return field.metadata.get("pytree_node", True)
+
+
+@dataclasses.dataclass(frozen=True)
+class StructStaticMetadata:
+  """Auxiliary (static) data of a flattened Struct.
+
+  Attributes:
+    child_field_names: Names of the fields that are pytree children.
+    static_fields: Values of the static (non-child) fields, by name.
+  """
+
+  child_field_names: list[str]
+  static_fields: dict[str, Any]
+
+
+def _build_unchecked(cls: type[T], field_values: dict[str, Any]) -> T:
+  """Creates an instance of `cls` with the given fields, skipping `__init__`."""
+  value = object.__new__(cls)
+  for name, field_value in field_values.items():
+    object.__setattr__(value, name, field_value)
+  return value
+
+
+class Struct(metaclass=AbstractStructMetaclass):
+  """Base class for penzai's immutable pytree dataclasses.
+
+  Subclasses must be decorated with `@pytree_dataclass` to be instantiable.
+  Non-static fields are pytree children (keyed by `key_for_field`), so Structs
+  work with all JAX transformations and with `pz.select`.
+  """
+
+  @typing.final
+  @classmethod
+  def from_attributes(cls: Type[T], **field_values: Any) -> T:
+    """Builds an instance from field values directly, bypassing `__init__`."""
+    expected = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    given = set(field_values.keys())
+    if expected != given:
+      raise ValueError(
+          "Incorrect fields provided to `from_attributes`; expected"
+          f" {expected}, got {given}"
+      )
+    return _build_unchecked(cls, field_values)
+
+  @typing.final
+  def attributes_dict(self) -> dict[str, Any]:
+    """Returns `{field_name: value}` for every dataclass field, in field order."""
+    return {
+        name: getattr(self, name) for name, _ in _field_layout(type(self))
+    }
+
+  @typing.final
+  def select(self) -> selectors.Selection[Struct]:
+    """Returns a selection containing only this struct (at keypath `()`)."""
+    from penzai.core import selectors  # pylint: disable=import-outside-toplevel
+
+    return selectors.select(self)
+
+  def key_for_field(self, field_name: str) -> Hashable:
+    """Returns the JAX pytree key used for the child field `field_name`."""
+    return jax.tree_util.GetAttrKey(field_name)
+
+  @typing.final
+  def tree_flatten_with_keys(self) -> tuple[Sequence[tuple[Any, Any]], Any]:
+    """Flattens into `(key, child)` pairs plus `StructStaticMetadata`."""
+    children: list[tuple[Any, Any]] = []
+    child_names: list[str] = []
+    static_fields: dict[str, Any] = {}
+    for name, is_child in _field_layout(type(self)):
+      if is_child:
+        child_names.append(name)
+        children.append((self.key_for_field(name), getattr(self, name)))
+      else:
+        static_fields[name] = getattr(self, name)
+    return children, StructStaticMetadata(child_names, static_fields)
+
+  @typing.final
+  def tree_flatten(self) -> tuple[Sequence[Any], Any]:
+    """Flattens into children (without keys) plus `StructStaticMetadata`."""
+    children: list[Any] = []
+    child_names: list[str] = []
+    static_fields: dict[str, Any] = {}
+    for name, is_child in _field_layout(type(self)):
+      if is_child:
+        child_names.append(name)
+        children.append(getattr(self, name))
+      else:
+        static_fields[name] = getattr(self, name)
+    return children, StructStaticMetadata(child_names, static_fields)
+
+  @typing.final
+  @classmethod
+  def tree_unflatten(cls, aux_data: Any, children: Sequence[Any]) -> Struct:
+    """Rebuilds an instance from flattened data without calling `__init__`."""
+    field_values = dict(zip(aux_data.child_field_names, children))
+    field_values.update(aux_data.static_fields)
+    return _build_unchecked(cls, field_values)
+
+  def treescope_color(self) -> str | tuple[str, str]:
+    """Color used by treescope for this struct (override to customize)."""
+    if hasattr(self, "__call__"):
+      import treescope  # pylint: disable=import-outside-toplevel
+
+      type_string = f"{type(self).__module__}.{type(self).__qualname__}"
+      return treescope.formatting_util.color_from_string(type_string)
+    return "transparent"
+
+  def __repr__(self) -> str:
+    """Compact (usually one-line) treescope rendering."""
+    import treescope  # pylint: disable=import-outside-toplevel
+
+    with treescope.using_expansion_strategy(max_height=1):
+      return treescope.render_to_text(self, ignore_exceptions=True)
+
+  def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+    """IPython pretty-printer hook: the full treescope text rendering."""
+    del cycle
+    import treescope  # pylint: disable=import-outside-toplevel
+
+    lines = treescope.render_to_text(self, ignore_exceptions=True).split("\n")
+    for i, line in enumerate(lines):
+      if i:
+        p.break_()
+      p.text(line)
+
+  def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+    """Treescope hook; renders the struct as a constructor call."""
+    try:
+      from penzai.core._treescope_handlers import struct_handler  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      return NotImplemented  # Handlers unavailable: use generic rendering.
+    return struct_handler.handle_structs(self, path, subtree_renderer)
