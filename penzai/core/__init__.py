@@ -1,3 +1,4 @@
 """Core components of penzai: pytree structs, selectors and named axes."""
 
 from penzai.core import struct
+from penzai.core import tree_util
