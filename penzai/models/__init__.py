@@ -1,0 +1,1 @@
+"""Ready-made model families (MLPs, transformers); import submodules explicitly."""

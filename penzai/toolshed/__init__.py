@@ -1,0 +1,1 @@
+"""Optional utilities built on penzai; import each tool module explicitly."""
