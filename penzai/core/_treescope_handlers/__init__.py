@@ -1,0 +1,1 @@
+"""Treescope rendering for penzai core objects (imported lazily when rendering)."""
