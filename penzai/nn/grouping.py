@@ -55,7 +55,7 @@ class Sequential(layer_base.Layer):
   sublayers: list[layer_base.Layer]
 
   @typing.final
-  def __call__(self, value: Any, **side_inputs: Any) -> Any:
+  def __call__(self, value: Any, /, **side_inputs: Any) -> Any:
     """Runs each sublayer on the previous output; all side inputs go to each."""
     with jax.named_scope(type(self).__name__):
       return _run_in_sequence(self.sublayers, value, side_inputs)
@@ -82,7 +82,7 @@ class NamedGroup(layer_base.Layer):
   name: str = dataclasses.field(metadata={"pytree_node": False})
   sublayers: Sequence[layer_base.Layer]
 
-  def __call__(self, value: Any, **side_inputs: Any) -> Any:
+  def __call__(self, value: Any, /, **side_inputs: Any) -> Any:
     """Runs each sublayer on the previous output; all side inputs go to each."""
     with jax.named_scope(type(self).__name__):
       return _run_in_sequence(self.sublayers, value, side_inputs)
@@ -114,7 +114,7 @@ class CheckedSequential(layer_base.Layer):
   sublayers: list[layer_base.Layer]
 
   @typing.final
-  def __call__(self, value: Any, **side_inputs: Any) -> Any:
+  def __call__(self, value: Any, /, **side_inputs: Any) -> Any:
     """Checks the input, runs the sublayers, checks the output.
 
     Raises:
@@ -146,7 +146,7 @@ class Identity(layer_base.Layer):
   """A layer that returns its input unchanged."""
 
   @typing.final
-  def __call__(self, value: Any, **_unused_side_inputs: Any) -> Any:
+  def __call__(self, value: Any, /, **_unused_side_inputs: Any) -> Any:
     """Returns `value` unchanged."""
     return value
 
@@ -165,7 +165,7 @@ class CheckStructure(layer_base.Layer):
 
   expected: Any
 
-  def __call__(self, value: Any, **_unused_side_inputs: Any) -> Any:
+  def __call__(self, value: Any, /, **_unused_side_inputs: Any) -> Any:
     """Returns `value` after checking it against `expected`.
 
     Raises:

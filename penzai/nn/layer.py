@@ -119,7 +119,7 @@ def _render_layer(layer: Layer, path: str | None, subtree_renderer: Any) -> Any:
   from penzai.core._treescope_handlers import struct_handler
   # pylint: enable=g-import-not-at-top
 
-  fields = dataclasses.fields(layer)
+  fields = dataclasses.fields(layer)  # type: ignore[arg-type]
   children = rendering_parts.build_field_children(
       layer,
       path,
