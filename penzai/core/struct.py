@@ -97,7 +97,7 @@ def _install_mutable_init_proxy(cls: type[Any], original_init: Any) -> None:
         "Cannot create a mutable init proxy if the _MutableInitProxy class"
         " attribute is already defined!"
     )
-  proxy_cls = type(
+  proxy_cls = type(cls)(
       f"{cls.__name__}._MutableInitProxy",
       (cls,),
       {
