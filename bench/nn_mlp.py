@@ -1,0 +1,198 @@
+"""Benchmark: penzai MLP vs the same computation hand-written in jax.numpy.
+
+Prints, for each scenario, the median time of both versions (measured side
+by side, interleaved, in one run, with the same weights) and their ratio:
+
+* jitted MLP forward               (goal <= 1.05x)
+* eager MLP call                   (goal within 10x)
+* first call: trace + compile      (goal <= 1.2x)
+* jitted StatefulTrainer step vs a hand-written optax step (goal <= 1.2x)
+
+Run:  .venv/bin/python bench/nn_mlp.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from penzai import pz
+from penzai.models import simple_mlp
+from penzai.toolshed import basic_training
+
+
+def _block(x: Any) -> Any:
+  return jax.block_until_ready(x)
+
+
+def _interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int, calls: int
+) -> dict[str, float]:
+  """Median seconds per call of each fn, measured in interleaved rounds."""
+  samples: dict[str, list[float]] = {name: [] for name in fns}
+  for name, fn in fns.items():  # warm-up
+    _block(fn())
+  for r in range(rounds):
+    order = list(fns.items())
+    if r % 2:
+      order.reverse()
+    for name, fn in order:
+      start = time.perf_counter()
+      for _ in range(calls):
+        out = fn()
+      _block(out)
+      samples[name].append((time.perf_counter() - start) / calls)
+  return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def _report(title: str, pz_time: float, jnp_time: float, goal: str) -> None:
+  print(
+      f"{title:<34} penzai {pz_time * 1e3:9.3f} ms   jax.numpy"
+      f" {jnp_time * 1e3:9.3f} ms   ratio {pz_time / jnp_time:6.3f}x  (goal"
+      f" {goal})"
+  )
+
+
+def _weights(mlp: simple_mlp.MLP) -> list[tuple[jax.Array, jax.Array]]:
+  """(W, b) arrays of each Affine, in the hand-written layout."""
+  out = []
+  for layer in mlp.sublayers:
+    if isinstance(layer, pz.nn.Affine):
+      w = layer.sublayers[0].weights.value.unwrap("features", "features_out")
+      b = layer.sublayers[-1].bias.value.unwrap("features")
+      out.append((w, b))
+  return out
+
+
+def hand_mlp(weights: list[tuple[jax.Array, jax.Array]], x: jax.Array) -> jax.Array:
+  """The MLP written directly in jax.numpy."""
+  for i, (w, b) in enumerate(weights):
+    if i:
+      x = jax.nn.relu(x)
+    x = x @ w + b
+  return x
+
+
+def main() -> None:
+  """Runs all scenarios and prints the ratios."""
+  parser = argparse.ArgumentParser(description="penzai MLP benchmark")
+  parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+  args = parser.parse_args()
+  rounds = 7 if args.quick else 21
+
+  sizes = [256, 512, 512, 256]
+  batch = 256
+  mlp = simple_mlp.MLP.from_config(
+      name="mlp", init_base_rng=jax.random.key(0), feature_sizes=sizes
+  )
+  weights = _weights(mlp)
+  x_raw = jax.random.normal(jax.random.key(1), (batch, sizes[0]))
+  x = pz.nx.wrap(x_raw, "batch", "features")
+  frozen = pz.freeze_params(mlp)
+  unbound, params = pz.unbind_params(mlp, freeze=True)
+  print(f"MLP {sizes}, batch {batch}, backend {jax.default_backend()}")
+
+  # Same numbers?
+  diff = jnp.max(jnp.abs(mlp(x).unwrap("batch", "features") - hand_mlp(weights, x_raw)))
+  print(f"max |penzai - jax.numpy| = {float(diff):.2e}")
+
+  # 1. Jitted forward.
+  pz_fwd = jax.jit(lambda model, v: model(v).unwrap("batch", "features"))
+  pz_fwd_params = jax.jit(
+      lambda ps, v: unbound.bind_variables(ps)(v).unwrap("batch", "features")
+  )
+  jnp_fwd = jax.jit(hand_mlp)
+  t = _interleaved(
+      {
+          "pz": lambda: pz_fwd(frozen, x),
+          "pz_params": lambda: pz_fwd_params(params, x),
+          "jnp": lambda: jnp_fwd(weights, x_raw),
+      },
+      rounds=rounds,
+      calls=20,
+  )
+  _report("jitted forward (model as arg)", t["pz"], t["jnp"], "<= 1.05x")
+  _report("jitted forward (params as arg)", t["pz_params"], t["jnp"], "<= 1.05x")
+
+  # 2. Eager call.
+  t = _interleaved(
+      {"pz": lambda: mlp(x).data_array, "jnp": lambda: hand_mlp(weights, x_raw)},
+      rounds=rounds,
+      calls=5,
+  )
+  _report("eager call", t["pz"], t["jnp"], "within 10x")
+
+  # 3. First call: trace + compile (caches cleared before each sample).
+  first_pz, first_jnp = [], []
+  for r in range(max(3, rounds // 3)):
+    for name in (("pz", "jnp") if r % 2 == 0 else ("jnp", "pz")):
+      jax.clear_caches()
+      start = time.perf_counter()
+      if name == "pz":
+        _block(jax.jit(lambda model, v: model(v).unwrap("batch", "features"))(frozen, x))
+        first_pz.append(time.perf_counter() - start)
+      else:
+        _block(jax.jit(hand_mlp)(weights, x_raw))
+        first_jnp.append(time.perf_counter() - start)
+  _report(
+      "first call (trace+compile+run)",
+      statistics.median(first_pz),
+      statistics.median(first_jnp),
+      "<= 1.2x",
+  )
+
+  # 4. Training step.
+  y_raw = jax.random.normal(jax.random.key(2), (batch, sizes[-1]))
+  y = pz.nx.wrap(y_raw, "batch", "features")
+  optimizer = optax.adam(1e-3)
+
+  def pz_loss(*, model: Any, state: Any, rng: jax.Array, inputs: Any, targets: Any) -> Any:
+    del rng
+    err = model(inputs) - targets
+    loss = (err * err).untag("batch", "features").mean().unwrap()
+    return loss, state, loss
+
+  train_mlp = simple_mlp.MLP.from_config(
+      name="mlp", init_base_rng=jax.random.key(0), feature_sizes=sizes
+  )
+  trainer = basic_training.StatefulTrainer.build(
+      root_rng=jax.random.key(3), model=train_mlp, optimizer_def=optimizer,
+      loss_fn=pz_loss,
+  )
+
+  def hand_loss(ws: Any, inputs: jax.Array, targets: jax.Array) -> jax.Array:
+    err = hand_mlp(ws, inputs) - targets
+    return jnp.mean(err * err)
+
+  @jax.jit
+  def hand_step(ws: Any, opt_state: Any, inputs: jax.Array, targets: jax.Array) -> Any:
+    loss, grads = jax.value_and_grad(hand_loss)(ws, inputs, targets)
+    updates, opt_state = optimizer.update(grads, opt_state, ws)
+    return optax.apply_updates(ws, updates), opt_state, loss
+
+  hand_state = {"ws": _weights(train_mlp), "opt": None}
+  hand_state["opt"] = optimizer.init(hand_state["ws"])
+
+  def run_hand() -> Any:
+    hand_state["ws"], hand_state["opt"], loss = hand_step(
+        hand_state["ws"], hand_state["opt"], x_raw, y_raw
+    )
+    return loss
+
+  t = _interleaved(
+      {"pz": lambda: trainer.step(inputs=x, targets=y), "jnp": run_hand},
+      rounds=rounds,
+      calls=5,
+  )
+  _report("jitted train step (adam)", t["pz"], t["jnp"], "<= 1.2x")
+
+
+if __name__ == "__main__":
+  main()
