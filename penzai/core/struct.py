@@ -97,7 +97,8 @@ def _install_mutable_init_proxy(cls: type[Any], original_init: Any) -> None:
         "Cannot create a mutable init proxy if the _MutableInitProxy class"
         " attribute is already defined!"
     )
-  proxy_cls = type(cls)(
+  metaclass: Any = type(cls)
+  proxy_cls = metaclass(
       f"{cls.__name__}._MutableInitProxy",
       (cls,),
       {
