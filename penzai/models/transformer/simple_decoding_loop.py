@@ -1,0 +1,73 @@
+"""A minimal temperature-sampling loop for key/value-cached transformers.
+
+The loop runs eagerly in Python and mutates the cached model's state; it is
+meant as a readable reference and for small experiments, not for speed.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from penzai import pz
+from penzai.core import named_axes
+from penzai.models.transformer import sampling_mode
+
+
+def temperature_sample_pyloop(
+    model: sampling_mode.KVCachingTransformerLM,
+    prompt: named_axes.NamedArray,
+    rng: jax.Array,
+    temperature: float = 1.0,
+    max_sampling_steps: int | None = None,
+) -> named_axes.NamedArray:
+    """Samples a continuation of `prompt` one token at a time.
+
+    Args:
+        model: The cached model (its caches and token history are updated).
+        prompt: Integer tokens with the model's batch axes and ``"seq"``; each
+            row should contain at least one non-padding token. Rows may be
+            left-padded with ``model.pad_id`` to a common length.
+        rng: PRNG key for sampling.
+        temperature: Softmax temperature of the sampling distribution.
+        max_sampling_steps: Maximum number of tokens to sample (default: the
+            model's cache length).
+
+    Returns:
+        The sampled tokens only (prompt excluded): int32 with the batch axes
+        and ``"seq"`` of length
+        ``min(max_sampling_steps, cache_len - prompt_len + 1)``.
+    """
+    if max_sampling_steps is None:
+        max_sampling_steps = model.cache_len
+
+    all_logits = model(prompt)
+    prompt_len = prompt.named_shape["seq"]
+    # Logits at the last non-padding position of each prompt row.
+    candidate_indices = pz.nx.nmap(jnp.where)(
+        prompt != model.pad_id, pz.nx.arange("seq", prompt_len), -1
+    )
+    last_index = pz.nx.nmap(jnp.argmax)(candidate_indices.untag("seq"))
+    logits = all_logits[{"seq": last_index}]
+
+    start = model.cache_end_index.value
+    count = 0
+    while True:
+        rng, key = jax.random.split(rng)
+        keys = pz.nx.random_split(key, model.batch_axes)
+        next_token = pz.nx.nmap(jax.random.categorical)(
+            keys, logits.untag("vocabulary") / temperature
+        )
+        count += 1
+        if model.cache_end_index.value >= model.cache_len or count >= max_sampling_steps:
+            break
+        logits = model(next_token[{"seq": None}]).untag("seq").squeeze(0)
+
+    end = model.cache_end_index.value
+    return pz.nx.concatenate(
+        [
+            model.previous_tokens.value[{"seq": pz.slice[start:end]}],
+            next_token[{"seq": None}].astype(jnp.int32),
+        ],
+        "seq",
+    )
