@@ -241,14 +241,14 @@ class ArraySpec(struct.Struct):
           "Cannot use `into_pytree` on an ArraySpec with variable dimensions."
       )
     shape = tuple(d.size if isinstance(d, KnownDim) else d for d in shape)
-    sizes = {
-        k: (v.size if isinstance(v, KnownDim) else v)
+    sizes: dict[Any, int] = {
+        k: (v.size if isinstance(v, KnownDim) else v)  # type: ignore[misc]
         for k, v in named_shape.items()
     }
     if sizes:
       return named_axes.NamedArray(
           named_axes=collections.OrderedDict(sizes),
-          data_array=jax.ShapeDtypeStruct(
+          data_array=jax.ShapeDtypeStruct(  # type: ignore[arg-type]
               shape + tuple(sizes.values()), self.dtype
           ),
       )
