@@ -129,14 +129,14 @@ class LabeledVariable(AbstractVariable, Generic[T]):
     """Sets the value of the variable (same as assigning `.value`)."""
     self.value = new_val
 
-  def update(self, new_frozen_value: AbstractVariableValue) -> None:
+  def update(self, new_frozen_value: LabeledVariableValue) -> None:  # type: ignore[override]
     """Sets the value from a frozen value whose slot matches this variable."""
     if self.get_slot() != new_frozen_value.get_slot():
       raise ValueError(
           f"Cannot update variable {self} with incompatible"
           f" value{new_frozen_value}!"
       )
-    self.value = typing.cast(LabeledVariableValue[T], new_frozen_value).value
+    self.value = new_frozen_value.value
 
   @abc.abstractmethod
   def treescope_color(self) -> str | tuple[str, str]:
@@ -629,17 +629,23 @@ def freeze_state_vars(
 # variable_jit
 
 
-def _signature_with_variables_kwarg(
-    fun: Callable[..., Any],
-) -> inspect.Signature | None:
-  """`fun`'s signature plus a keyword-only `__penzai_variables` parameter.
-
-  Returns None if `fun` has no inspectable signature or already accepts
-  `**kwargs` (which then absorbs the extra keyword argument).
-  """
+def _signature_or_none(fun: Callable[..., Any]) -> inspect.Signature | None:
+  """`inspect.signature(fun)`, or None if it has no inspectable signature."""
   try:
-    signature = inspect.signature(fun)
+    return inspect.signature(fun)
   except (TypeError, ValueError):
+    return None
+
+
+def _signature_with_variables_kwarg(
+    signature: inspect.Signature | None,
+) -> inspect.Signature | None:
+  """A signature plus a keyword-only `__penzai_variables` parameter.
+
+  Returns None if there is no signature or it already accepts `**kwargs`
+  (which then absorbs the extra keyword argument).
+  """
+  if signature is None:
     return None
   params = list(signature.parameters.values())
   if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
@@ -648,6 +654,20 @@ def _signature_with_variables_kwarg(
       inspect.Parameter(_VARIABLES_KWARG, inspect.Parameter.KEYWORD_ONLY)
   )
   return signature.replace(parameters=params)
+
+
+def _argnames_for_argnums(
+    signature: inspect.Signature | None, argnums: int | Iterable[int] | None
+) -> tuple[str, ...]:
+  """Names of the positional-or-keyword parameters at indices `argnums`."""
+  if signature is None or argnums is None:
+    return ()
+  indices = {argnums} if isinstance(argnums, int) else set(argnums)
+  return tuple(
+      param.name
+      for i, param in enumerate(signature.parameters.values())
+      if i in indices and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+  )
 
 
 def _find_variables(tree: Any) -> list[AbstractVariable]:
@@ -700,15 +720,20 @@ def variable_jit(
   for attr in ("__name__", "__qualname__", "__module__"):
     if hasattr(fun, attr):
       setattr(inner, attr, getattr(fun, attr))
-  signature = _signature_with_variables_kwarg(fun)
-  if signature is not None:
-    inner.__signature__ = signature  # type: ignore[attr-defined]
+  fun_signature = _signature_or_none(fun)
+  inner_signature = _signature_with_variables_kwarg(fun_signature)
+  if inner_signature is not None:
+    inner.__signature__ = inner_signature  # type: ignore[attr-defined]
 
   jit_kwargs = dict(jit_kwargs)
   if donate_variables:
     donated = jit_kwargs.get("donate_argnames")
     if donated is None:
-      donated = ()
+      # `jax.jit` only infers names for `donate_argnums` when no names are
+      # given; since we now give names, infer them here the same way.
+      donated = _argnames_for_argnums(
+          fun_signature, jit_kwargs.get("donate_argnums")
+      )
     elif isinstance(donated, str):
       donated = (donated,)
     jit_kwargs["donate_argnames"] = (*donated, _VARIABLES_KWARG)

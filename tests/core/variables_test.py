@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import treescope
 
 from penzai import pz
 from penzai.core import variables
@@ -155,6 +156,30 @@ class TestParameter:
     )
     s = pz.StateVariable(0, label="s")
     assert repr(s).startswith("StateVariable(label='s', value=")
+
+
+class TestRendering:
+
+  def test_roundtrip_rendering_is_marked_non_roundtrippable(self):
+    p = pz.Parameter(label="p", value=jnp.ones(2))
+    text = treescope.render_to_text(p, roundtrip_mode=True)
+    assert text.startswith("<penzai.core.variables.Parameter(\n  label='p',")
+    assert text.rstrip().endswith(")>")
+    expanded = treescope.render_to_text(p)
+    assert expanded.splitlines() == [
+        "Parameter(",
+        "  label='p',",
+        "  value=<jax.Array([1., 1.], dtype=float32)>,",
+        "  metadata={},",
+        ")",
+    ]
+
+  def test_html_uses_variable_colors(self):
+    html = treescope.render_to_html(
+        [pz.Parameter(label="p", value=1.0), pz.StateVariable(1, label="s")],
+        compressed=False,
+    ).lower()
+    assert "#93cce1" in html and "#f57603" in html
 
 
 class TestSlots:
@@ -616,6 +641,37 @@ def test_variable_jit_donation():
   h(p, x)
   assert x.is_deleted()
   np.testing.assert_array_equal(p.value, [3.0, 3.0, 3.0])
+
+
+def test_variable_jit_donation_with_donate_argnums():
+  p = _param("p", jnp.ones(2))
+  old = p.value
+
+  def f(x, param):
+    param.value = param.value + x
+    return x + 1
+
+  g = pz.variable_jit(f, donate_variables=True, donate_argnums=0)
+  x = jnp.ones(2)
+  out = g(x, param=p)
+  assert x.is_deleted() and old.is_deleted()
+  np.testing.assert_array_equal(out, [2.0, 2.0])
+  np.testing.assert_array_equal(p.value, [2.0, 2.0])
+  y = jnp.ones(2)
+  g(x=y, param=p)  # donated by keyword too, as with plain jax.jit
+  assert y.is_deleted()
+
+
+def test_variable_jit_without_donation_keeps_buffers():
+  p = _param("p", jnp.ones(2))
+  old = p.value
+
+  def f(param):
+    param.value = param.value * 3
+
+  pz.variable_jit(f)(p)
+  assert not old.is_deleted()
+  np.testing.assert_array_equal(p.value, [3.0, 3.0])
 
 
 def test_variable_jit_out_shardings():
