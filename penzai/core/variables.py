@@ -97,6 +97,17 @@ class AbstractVariableSlot(struct.Struct, abc.ABC):
 # Labeled variables
 
 
+def _as_jax_array(leaf: Any) -> jax.Array:
+  """`jnp.asarray(leaf)`, skipping the (identity) call for JAX arrays.
+
+  `jnp.asarray` returns JAX arrays and tracers unchanged but is slow enough to
+  dominate `variable_jit`'s per-call cost of updating many variables.
+  """
+  if isinstance(leaf, jax.Array):
+    return leaf
+  return jnp.asarray(leaf)
+
+
 class LabeledVariable(AbstractVariable, Generic[T]):
   """A variable identified by a label, holding a pytree of JAX arrays."""
 
@@ -123,7 +134,7 @@ class LabeledVariable(AbstractVariable, Generic[T]):
 
   @value.setter
   def value(self, new_val: T) -> None:
-    self._raw_value = jax.tree_util.tree_map(jnp.asarray, new_val)
+    self._raw_value = jax.tree_util.tree_map(_as_jax_array, new_val)
 
   def set_value(self, new_val: T) -> None:
     """Sets the value of the variable (same as assigning `.value`)."""
