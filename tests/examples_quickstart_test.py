@@ -4,6 +4,7 @@ import contextlib
 import importlib.util
 import io
 import pathlib
+import sys
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
 
@@ -12,6 +13,7 @@ def test_quickstart_runs_and_reports_mismatch():
   spec = importlib.util.spec_from_file_location("quickstart_example", EXAMPLE)
   assert spec is not None and spec.loader is not None
   module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
   spec.loader.exec_module(module)
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
