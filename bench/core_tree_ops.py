@@ -125,10 +125,10 @@ def bench_variable_jit_dispatch(tree: list[Block]) -> None:
   """
 
   def total_with_vars(model: list[Block]) -> jax.Array:
-    return sum(jnp.sum(p.value) for p in pz.unbind_params(model)[1])
+    return jnp.sum(jnp.stack([jnp.sum(p.value) for p in pz.unbind_params(model)[1]]))
 
   def total_plain(values: tuple[Any, ...]) -> jax.Array:
-    return sum(jnp.sum(v.value) for v in values)
+    return jnp.sum(jnp.stack([jnp.sum(v.value) for v in values]))
 
   _, frozen = pz.unbind_params(tree, freeze=True)
   with_vars = pz.variable_jit(total_with_vars)
