@@ -303,7 +303,7 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
     """Returns the selected subtrees in selection order."""
     return tuple(self.selected_by_path.values())
 
-  def assert_count_is(self, count: int) -> Selection[SelectedSubtree]:
+  def assert_count_is(self, count: int) -> Selection:
     """Asserts the number of selected subtrees (for debugging chains)."""
     assert self.count() == count
     return self
@@ -475,9 +475,7 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
     with _wrap_selection_errors(self):
       return _select_absolute_paths(self.deselect(), keep)
 
-  def flatten_selected_selections(
-      self: Selection[Selection[OtherSubtree]],
-  ) -> Selection[OtherSubtree]:
+  def flatten_selected_selections(self) -> Selection:
     """Merges selections stored as selected values into one selection."""
     with _wrap_selection_errors(self):
       marked_values: collections.OrderedDict[KeyPath, Any] = (
@@ -494,7 +492,7 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
       return self._rebuild_and_select(marked_values)
 
   def refine(
-      self, selector_fn: Callable[[SelectedSubtree], Selection[OtherSubtree]]
+      self, selector_fn: Callable[[Any], Selection[OtherSubtree]]
   ) -> Selection[OtherSubtree]:
     """Replaces each selected subtree by a selection built inside it."""
     return self.apply(
@@ -558,7 +556,7 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
 
   def where(
       self, filter_fn: Callable[..., bool], *, with_keypath: bool = False
-  ) -> Selection[SelectedSubtree]:
+  ) -> Selection:
     """Keeps only the selected subtrees for which `filter_fn` is truthy."""
     with _wrap_selection_errors(self):
       if with_keypath:
@@ -857,7 +855,7 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
 
   # Rendering.
 
-  def show_selection(self, ignore_exceptions: bool = False) -> None:
+  def show_selection(self, ignore_exceptions: bool = False):
     """Displays the tree with the selected subtrees highlighted (IPython)."""
     from penzai.core._treescope_handlers import selection_rendering  # pylint: disable=import-outside-toplevel
 
@@ -865,7 +863,7 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
         self, visible_selection=True, ignore_exceptions=ignore_exceptions
     )
 
-  def show_value(self, ignore_exceptions: bool = False) -> None:
+  def show_value(self, ignore_exceptions: bool = False):
     """Displays the tree with the selected subtrees expanded (IPython)."""
     from penzai.core._treescope_handlers import selection_rendering  # pylint: disable=import-outside-toplevel
 
@@ -873,7 +871,7 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
         self, visible_selection=False, ignore_exceptions=ignore_exceptions
     )
 
-  def __treescope_root_repr__(self) -> Any:
+  def __treescope_root_repr__(self):
     """Root rendering: the tree with selected subtrees drawn in boxes."""
     from penzai.core._treescope_handlers import selection_rendering  # pylint: disable=import-outside-toplevel
 
@@ -934,7 +932,7 @@ def _find_accessed_paths(
   )
 
 
-def select(tree: T) -> Selection[T]:
+def select(tree: Any) -> Selection:
   """Selects the whole tree (a one-element selection at key path `()`)."""
   return Selection(
       selected_by_path=collections.OrderedDict({(): tree}),

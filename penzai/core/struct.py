@@ -23,20 +23,42 @@ T = TypeVar("T")
 
 PYTREE_DATACLASS_INFO_ATTR = "__penzai_pytree_dataclass_info__"
 
-# Per-class cache of `(field_name, is_pytree_child)` pairs, in field order.
-# Flattening is on the hot path of every JAX transformation, so we avoid
-# re-deriving the field layout on each call.
-_FIELD_LAYOUT_CACHE: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
+class _FieldLayout:
+  """Precomputed per-class field information used by (un)flattening.
+
+  Flattening runs on every JAX transformation call, so the field split and
+  the default keys are computed once per class instead of on every call.
+  """
+
+  __slots__ = (
+      "field_names",
+      "child_names",
+      "static_names",
+      "default_keys",
+  )
+
+  def __init__(self, cls: type[Any]):
+    fields = dataclasses.fields(cls)
+    self.field_names = tuple(field.name for field in fields)
+    self.child_names = tuple(
+        field.name for field in fields if is_pytree_node_field(field)
+    )
+    self.static_names = tuple(
+        field.name for field in fields if not is_pytree_node_field(field)
+    )
+    self.default_keys = tuple(
+        jax.tree_util.GetAttrKey(name) for name in self.child_names
+    )
 
 
-def _field_layout(cls: type[Any]) -> tuple[tuple[str, bool], ...]:
-  """Returns the cached `(name, is_child)` layout of a dataclass type."""
+_FIELD_LAYOUT_CACHE: dict[type[Any], _FieldLayout] = {}
+
+
+def _field_layout(cls: type[Any]) -> _FieldLayout:
+  """Returns the cached field layout of a dataclass type."""
   layout = _FIELD_LAYOUT_CACHE.get(cls)
   if layout is None:
-    layout = tuple(
-        (field.name, is_pytree_node_field(field))
-        for field in dataclasses.fields(cls)
-    )
+    layout = _FieldLayout(cls)
     _FIELD_LAYOUT_CACHE[cls] = layout
   return layout
 
@@ -322,6 +344,21 @@ def _build_unchecked(cls: type[T], field_values: dict[str, Any]) -> T:
   return value
 
 
+def _make_static_metadata(
+    child_names: tuple[str, ...], static_fields: dict[str, Any]
+) -> StructStaticMetadata:
+  """Fast equivalent of `StructStaticMetadata(list(child_names), static_fields)`.
+
+  Skips the frozen dataclass `__init__` (which sets each attribute through
+  `object.__setattr__`), since this runs for every Struct on every flatten.
+  """
+  metadata = object.__new__(StructStaticMetadata)
+  attributes = metadata.__dict__
+  attributes["child_field_names"] = list(child_names)
+  attributes["static_fields"] = static_fields
+  return metadata
+
+
 class Struct(metaclass=AbstractStructMetaclass):
   """Base class for penzai's immutable pytree dataclasses.
 
@@ -332,7 +369,7 @@ class Struct(metaclass=AbstractStructMetaclass):
 
   @typing.final
   @classmethod
-  def from_attributes(cls: Type[T], **field_values: Any) -> T:
+  def from_attributes(cls: Type[T], **field_values) -> T:
     """Builds an instance from field values directly, bypassing `__init__`."""
     expected = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
     given = set(field_values.keys())
@@ -347,7 +384,8 @@ class Struct(metaclass=AbstractStructMetaclass):
   def attributes_dict(self) -> dict[str, Any]:
     """Returns `{field_name: value}` for every dataclass field, in field order."""
     return {
-        name: getattr(self, name) for name, _ in _field_layout(type(self))
+        name: getattr(self, name)
+        for name in _field_layout(type(self)).field_names
     }
 
   @typing.final
@@ -364,38 +402,44 @@ class Struct(metaclass=AbstractStructMetaclass):
   @typing.final
   def tree_flatten_with_keys(self) -> tuple[Sequence[tuple[Any, Any]], Any]:
     """Flattens into `(key, child)` pairs plus `StructStaticMetadata`."""
-    children: list[tuple[Any, Any]] = []
-    child_names: list[str] = []
-    static_fields: dict[str, Any] = {}
-    for name, is_child in _field_layout(type(self)):
-      if is_child:
-        child_names.append(name)
-        children.append((self.key_for_field(name), getattr(self, name)))
-      else:
-        static_fields[name] = getattr(self, name)
-    return children, StructStaticMetadata(child_names, static_fields)
+    cls = type(self)
+    layout = _FIELD_LAYOUT_CACHE.get(cls) or _field_layout(cls)
+    if cls.key_for_field is Struct.key_for_field:
+      keys: Sequence[Any] = layout.default_keys
+    else:
+      keys = [self.key_for_field(name) for name in layout.child_names]
+    children = [
+        (key, getattr(self, name))
+        for key, name in zip(keys, layout.child_names)
+    ]
+    static_fields = {name: getattr(self, name) for name in layout.static_names}
+    return children, _make_static_metadata(layout.child_names, static_fields)
 
   @typing.final
   def tree_flatten(self) -> tuple[Sequence[Any], Any]:
     """Flattens into children (without keys) plus `StructStaticMetadata`."""
-    children: list[Any] = []
-    child_names: list[str] = []
-    static_fields: dict[str, Any] = {}
-    for name, is_child in _field_layout(type(self)):
-      if is_child:
-        child_names.append(name)
-        children.append(getattr(self, name))
-      else:
-        static_fields[name] = getattr(self, name)
-    return children, StructStaticMetadata(child_names, static_fields)
+    cls = type(self)
+    layout = _FIELD_LAYOUT_CACHE.get(cls) or _field_layout(cls)
+    children = [getattr(self, name) for name in layout.child_names]
+    static_fields = {name: getattr(self, name) for name in layout.static_names}
+    return children, _make_static_metadata(layout.child_names, static_fields)
 
   @typing.final
   @classmethod
   def tree_unflatten(cls, aux_data: Any, children: Sequence[Any]) -> Struct:
     """Rebuilds an instance from flattened data without calling `__init__`."""
-    field_values = dict(zip(aux_data.child_field_names, children))
-    field_values.update(aux_data.static_fields)
-    return _build_unchecked(cls, field_values)
+    value = object.__new__(cls)
+    try:
+      attributes = value.__dict__
+    except AttributeError:  # A class using __slots__.
+      field_values = dict(zip(aux_data.child_field_names, children))
+      field_values.update(aux_data.static_fields)
+      return _build_unchecked(cls, field_values)
+    # Equivalent to `object.__setattr__` for each field (fields are plain
+    # instance attributes), but much faster on this hot path.
+    attributes.update(zip(aux_data.child_field_names, children))
+    attributes.update(aux_data.static_fields)
+    return value
 
   def treescope_color(self) -> str | tuple[str, str]:
     """Color used by treescope for this struct (override to customize)."""
@@ -413,7 +457,7 @@ class Struct(metaclass=AbstractStructMetaclass):
     with treescope.using_expansion_strategy(max_height=1):
       return treescope.render_to_text(self, ignore_exceptions=True)
 
-  def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+  def _repr_pretty_(self, p, cycle):
     """IPython pretty-printer hook: the full treescope text rendering."""
     del cycle
     import treescope  # pylint: disable=import-outside-toplevel
@@ -424,7 +468,7 @@ class Struct(metaclass=AbstractStructMetaclass):
         p.break_()
       p.text(line)
 
-  def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+  def __treescope_repr__(self, path: str | None, subtree_renderer: Any):
     """Treescope hook; renders the struct as a constructor call."""
     try:
       from penzai.core._treescope_handlers import struct_handler  # pylint: disable=import-outside-toplevel
