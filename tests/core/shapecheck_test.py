@@ -552,3 +552,47 @@ def test_eval_shape_matches_own_structure(shape_list):
   assert dict(chk.check_structure(out, structure)) == {}
   sub = chk.get_dimension_variables(structure)
   assert chk.full_substitute_dimension_variables(structure, sub) == structure
+
+
+# --- named arrays ------------------------------------------------------------------
+
+
+def test_named_arrays_match_named_specs():
+  arr = pz.nx.zeros({"batch": 2, "features": 3})
+  view = pz.nx.wrap(jnp.zeros((4, 5), jnp.int32)).tag("a", "b").untag("b")
+  result = chk.check_structure(
+      {"x": arr, "v": view},
+      {
+          "x": ArraySpec(named_shape={"batch": var("b"), **var("rest")}, dtype=np.floating),
+          "v": ArraySpec(shape=(var("n"),), named_shape={"a": 4}, dtype=jnp.int32),
+      },
+  )
+  assert dict(result) == {"b": 2, "rest": {"features": 3}, "n": 5}
+
+
+def test_named_array_report():
+  arr = pz.nx.zeros({"batch": 2})
+  assert mismatch(arr, ArraySpec(named_shape={"batch": 3, "seq": var("s")})) == (
+      "Mismatch while checking structures:\n"
+      "At root: Named shape mismatch between value {'batch': 2} and pattern"
+      " {'batch': 3, 'seq': var('s')}:\n"
+      "  Axis 'batch': Actual size 2 does not match expected 3\n"
+      "  Axis 'seq': Expected to be present but was missing"
+  )
+
+
+def test_invalid_named_array_is_rejected():
+  bad = pz.nx.NamedArray(
+      named_axes=collections.OrderedDict({"a": 3}), data_array=jnp.zeros((2,))
+  )
+  with pytest.raises(ValueError):
+    chk.check_structure(bad, ArraySpec(named_shape={"a": 3}))
+
+
+def test_as_array_structure_keeps_named_arrays_whole():
+  arr = pz.nx.wrap(jnp.zeros((2, 3), jnp.float32)).tag_prefix("a")
+  out = chk.as_array_structure([arr])
+  assert out == [
+      ArraySpec(shape=(3,), named_shape={"a": 2}, dtype=np.dtype("float32"))
+  ]
+  assert dict(chk.check_structure([arr], out)) == {}
