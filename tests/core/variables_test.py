@@ -594,6 +594,44 @@ def test_variable_jit_matches_eager_mutation():
   assert int(jitted_model.count.value) == 4
 
 
+def _accumulate(model, x):
+  """One step: count calls, accumulate outputs into a state, decay the weight."""
+  y = model["layer"](x)
+  model["total"].value = model["total"].value + jnp.sum(y)
+  model["layer"].weight.value = model["layer"].weight.value * 0.5
+  return y
+
+
+_jitted_accumulate = pz.variable_jit(_accumulate)
+
+
+def _fresh_accumulator() -> dict[str, Any]:
+  return {
+      "layer": Counter(weight=_param("w", 1.5), count=pz.StateVariable(0, label="n")),
+      "total": pz.StateVariable(jnp.zeros(()), label="total"),
+  }
+
+
+@hypothesis.given(
+    st.lists(
+        st.lists(st.floats(-10, 10, width=32), min_size=3, max_size=3),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_variable_jit_steps_equal_eager_steps(inputs):
+  eager, jitted = _fresh_accumulator(), _fresh_accumulator()
+  for row in inputs:
+    x = jnp.asarray(row, dtype=jnp.float32)
+    np.testing.assert_allclose(
+        _jitted_accumulate(jitted, x), _accumulate(eager, x), rtol=1e-6, atol=1e-6
+    )
+  for e, j in zip(pz.unbind_variables(eager)[1], pz.unbind_variables(jitted)[1]):
+    assert e.label == j.label
+    np.testing.assert_allclose(j.value, e.value, rtol=1e-5, atol=1e-5)
+  assert int(jitted["layer"].count.value) == len(inputs)
+
+
 def test_variable_jit_updates_parameters_and_kwargs():
   p = _param("p", 1.0)
 
