@@ -876,7 +876,7 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
     from penzai.core._treescope_handlers import selection_rendering  # pylint: disable=import-outside-toplevel
 
     return selection_rendering.render_selection_to_foldable_representation(
-        self, visible_selection=True, ignore_exceptions=True
+        self, visible_selection=True
     )
 
 
