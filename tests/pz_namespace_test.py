@@ -3,6 +3,7 @@
 import inspect
 import subprocess
 import sys
+import typing
 
 import pytest
 import treescope
@@ -242,6 +243,7 @@ def test_import_side_effects():
       " 'treescope', 'penzai.pz.nn', 'penzai.pz.ts', 'penzai.nn.layer']\n"
       "print([m for m in mods if m not in sys.modules])\n"
       "print(penzai.__version__)\n"
+      "print(sorted(m for m in sys.modules if '_treescope_handlers.' in m))\n"
   )
   out = subprocess.run(
       [sys.executable, "-c", code],
@@ -257,3 +259,22 @@ def test_import_side_effects():
   )
   assert out[2] == "[]"
   assert out[3] == "0.2.5" == penzai.__version__
+  assert out[4] == "[]"  # handlers are imported lazily, only when rendering
+
+
+def test_chk_module_attributes():
+  for name in [
+      "StructureAnnotation", "Wildcard", "ANY", "RemainingAxisPlaceholder",
+      "DimVar", "MultiDimVar", "KnownDim", "var", "vars_for_axes", "ArraySpec",
+      "MatchResult", "StructureMismatchError", "check_structure",
+      "DimensionVariableSubstitution", "get_dimension_variables",
+      "full_substitute_dimension_variables", "as_array_structure", "Any",
+      "Collection", "Mapping", "collections", "dataclasses", "itertools",
+      "jax", "jnp", "np", "named_axes", "ordered_set", "struct", "typing",
+      "annotations", "_Binding", "_PositionalConstraint", "_NamedConstraint",
+      "_UnsatisfiedConstraint", "_MatchConstraint", "_abstract_leaf",
+      "_match_leaf", "_try_match_one", "_positional_inline_multidimvars",
+      "_named_inline_multidimvars", "_show_dim", "_summarize_pattern",
+  ]:
+    assert hasattr(pz.chk, name), name
+  assert pz.chk.StructureAnnotation is typing.Any
