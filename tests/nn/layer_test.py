@@ -134,7 +134,7 @@ def test_layer_rendering_annotations_and_colors():
       "penzai.nn.linear_and_affine.Affine( # Sequential"
   )
   assert "penzai.nn.linear_and_affine.Linear(" in roundtrip
-  html = treescope.render_to_html(affine)
+  html = treescope.render_to_html(affine, compressed=False)
   assert "#eba875" in html
 
 
@@ -144,8 +144,11 @@ def test_checked_sequential_subclass_annotation():
   class Block(pz.nn.CheckedSequential):
     pass
 
-  text = treescope.render_to_text(Block(pz.chk.ANY, pz.chk.ANY, []))
-  assert text.splitlines()[0].endswith("( # CheckedSequential")
+  block = Block(pz.chk.ANY, pz.chk.ANY, [pz.nn.Identity()] * 20)
+  text = treescope.render_to_text(block)
+  assert text.splitlines()[0] == "Block( # CheckedSequential"
+  plain = pz.nn.CheckedSequential(pz.chk.ANY, pz.chk.ANY, [pz.nn.Identity()] * 20)
+  assert "# CheckedSequential" not in treescope.render_to_text(plain)
 
 
 def test_named_scopes_in_jaxpr():
