@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import typing
 from typing import Any, Literal, Protocol, Sequence
 
 import jax
@@ -164,16 +165,15 @@ def constant_initializer(value: float) -> LinearOperatorWeightInitializer:
     check_unique_axis_names_for_initializer(
         input_axes, output_axes, parallel_axes, convolution_spatial_axes
     )
-    return named_axes.full(
-        {
-            **input_axes,
-            **output_axes,
-            **parallel_axes,
-            **convolution_spatial_axes,
-        },
-        value,
-        dtype=dtype,
-    )
+    named_shape: dict[named_axes.AxisName, int] = {}
+    for group in (
+        input_axes,
+        output_axes,
+        parallel_axes,
+        convolution_spatial_axes,
+    ):
+      named_shape.update(group)
+    return named_axes.full(named_shape, value, dtype=dtype)
 
   return _constant_initializer
 
@@ -557,7 +557,7 @@ class Linear(layer_base.Layer):
   def parallel_axes(self) -> dict[str, int]:
     """The parallel axes of the weight (neither input nor output), with sizes."""
     return {
-        name: size
+        typing.cast(str, name): size
         for name, size in self.weights.value.named_shape.items()
         if name not in self.in_axis_names and name not in self.out_axis_names
     }
