@@ -212,7 +212,7 @@ class Parameter(LabeledVariable[T]):
     return "#93cce1"
 
 
-@struct.pytree_dataclass(has_implicitly_inherited_fields=True)  # pytype: disable=wrong-keyword-args
+@struct.pytree_dataclass(has_implicitly_inherited_fields=True)
 class ParameterValue(LabeledVariableValue[T]):
   """The value of a Parameter, as a frozen JAX pytree."""
 
@@ -345,7 +345,7 @@ class StateVariable(LabeledVariable[T]):
     return "#f57603"
 
 
-@struct.pytree_dataclass(has_implicitly_inherited_fields=True)  # pytype: disable=wrong-keyword-args
+@struct.pytree_dataclass(has_implicitly_inherited_fields=True)
 class StateVariableValue(LabeledVariableValue[T]):
   """The value of a StateVariable, as a frozen JAX pytree."""
 
