@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/penzai build examples/specs/transformer_block.yaml --seed 0
 
 test: $(STAMP)
 	$(BIN)/mypy

@@ -75,16 +75,6 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Path, bool]:
   return tuple(path), False
 
 
-def _contains_invalid(value: Any) -> bool:
-  if isinstance(value, INVALID):
-    return True
-  if isinstance(value, dict):
-    return any(_contains_invalid(v) for v in value.values())
-  if isinstance(value, list):
-    return any(_contains_invalid(v) for v in value)
-  return False
-
-
 def _fields_at(data: Any, path: Path) -> list[str]:
   """Known field names of the node at `path` (for did-you-mean on unknown keys)."""
   from penzai.dsl import registry
@@ -115,7 +105,7 @@ def pydantic_issues(err: ValidationError, data: Any, locator: Locator) -> list[S
   issues: list[SpecIssue] = []
   seen: set[Path] = set()
   for e in err.errors(include_url=False):
-    if _contains_invalid(e.get("input")):
+    if isinstance(e.get("input"), INVALID):
       continue  # already reported by reference resolution
     path, _ = _walk_loc(data, tuple(e["loc"]))
     etype = e["type"]

@@ -37,8 +37,8 @@ def _check_activation(name: str) -> str:
   if name not in registry.activation_names():
     raise PydanticCustomError(
         "unknown_activation",
-        "unknown activation function {name!r}{hint}; known: {known}",
-        {"name": name, "hint": suggest(name, registry.activation_names()),
+        "unknown activation function {name}{hint}; known: {known}",
+        {"name": repr(name), "hint": suggest(name, registry.activation_names()),
          "known": ", ".join(registry.activation_names())},
     )
   return name
@@ -48,8 +48,8 @@ def _check_initializer(name: str) -> str:
   if name not in registry.initializer_names():
     raise PydanticCustomError(
         "unknown_initializer",
-        "unknown initializer {name!r}{hint}; known: {known}",
-        {"name": name, "hint": suggest(name, registry.initializer_names()),
+        "unknown initializer {name}{hint}; known: {known}",
+        {"name": repr(name), "hint": suggest(name, registry.initializer_names()),
          "known": ", ".join(registry.initializer_names())},
     )
   return name
@@ -91,7 +91,7 @@ class _LayerDispatch:
     )
 
   def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
-    return {"$ref": "#/$defs/Layer"}
+    return {"x-penzai-layer": True}  # replaced by a $ref to the Layer union in schema.py
 
 
 def validate_layer(value: Any) -> NodeBase:
@@ -109,8 +109,8 @@ def validate_layer(value: Any) -> NodeBase:
   types = registry.layer_types()
   if not isinstance(type_name, str) or type_name not in types:
     raise PydanticCustomError(
-        "unknown_type", "unknown layer type {t!r}{hint}",
-        {"t": type_name, "hint": suggest(str(type_name), types)},
+        "unknown_type", "unknown layer type {t}{hint}",
+        {"t": repr(type_name), "hint": suggest(str(type_name), types)},
     )
   cls = types[type_name].spec_cls
   variant_info = registry.variants().get(type_name)
@@ -124,8 +124,8 @@ def validate_layer(value: Any) -> NodeBase:
       )
     if not isinstance(choice, str) or choice not in choices:
       raise PydanticCustomError(
-          "unknown_variant", "unknown {t} {f} {v!r}{hint}; known: {c}",
-          {"t": type_name, "f": field, "v": choice, "hint": suggest(str(choice), choices),
+          "unknown_variant", "unknown {t} {f} {v}{hint}; known: {c}",
+          {"t": type_name, "f": field, "v": repr(choice), "hint": suggest(str(choice), choices),
            "c": ", ".join(choices)},
       )
     cls = choices[choice]

@@ -34,14 +34,21 @@ def _origin(path: Path, *rest: Any) -> str:
 
 
 def _require(ctx: Any, node: nodes.NodeBase, x: TensorShape, axes: Mapping[str, Any], path: Path, field: str) -> None:
-  """Input `x` must have every axis of `axes` with matching size."""
+  """Input `x` must have every axis of `axes` with matching size.
+
+  Problems are recorded and checking continues (as if the axis were right),
+  so one document reports every mismatch at once.
+  """
   for axis, size in axes.items():
-    if axis not in x.named_shape:
-      raise ShapeError(
-          f"{node.type} expects input axis {axis!r} (size {size}), but the input has axes {x}",
-          kind="axis_missing", field=field,
-      )
-    ctx.unify(x.named_shape[axis], size, x.origin(axis), _origin(path, field, axis), f"axis {axis!r}", field)
+    try:
+      if axis not in x.named_shape:
+        raise ShapeError(
+            f"{node.type} expects input axis {axis!r} (size {size}), but the input has axes {x}",
+            kind="axis_missing", field=field,
+        )
+      ctx.unify(x.named_shape[axis], size, x.origin(axis), _origin(path, field, axis), f"axis {axis!r}", field)
+    except ShapeError as e:
+      ctx.error(e, path)
 
 
 def _add(ctx: Any, node: nodes.NodeBase, x: TensorShape, axes: Mapping[str, Any], path: Path, field: str,
