@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import inspect
 import sys
 import threading
 import typing
@@ -245,10 +246,63 @@ def _select_absolute_paths(tree: Any, paths: Collection[KeyPath]) -> Selection:
     return _build_selection_from_boundary(_mark_paths(tree, paths))
 
 
+_ONE_LEVEL_FLATTEN = getattr(
+    jax.tree_util.default_registry, "flatten_one_level", None
+)
+
+
 def _has_no_children(node: Any) -> bool:
   """Whether `node` is a JAX leaf or a pytree node without children."""
+  if _ONE_LEVEL_FLATTEN is not None:
+    flattened_fast = _ONE_LEVEL_FLATTEN(node)
+    return flattened_fast is None or not list(flattened_fast[0])
   flattened = tree_util.tree_flatten_exactly_one_level(node)
   return flattened is None or not flattened[0]
+
+
+# Whether JAX can pass key paths to `is_leaf`, which lets `at_subtrees_where`
+# find outermost matches in a single (C++-driven) flatten.
+_IS_LEAF_TAKES_PATH = "is_leaf_takes_path" in inspect.signature(
+    jax.tree_util.tree_flatten_with_path
+).parameters
+
+
+def _mark_outermost_matches(
+    value: Any, test: Callable[[Any, Any], bool], start: KeyPath | None
+) -> Any:
+  """Wraps the outermost subtrees of `value` passing `test` in boundaries.
+
+  Uses JAX's top-down `is_leaf` traversal: a node for which `test` is true is
+  treated as a leaf, so its descendants are never examined.
+
+  Args:
+    value: The tree to search.
+    test: Called as `test(keypath, node)`; keypath is None if `start` is.
+    start: Key path of `value` (prefixed to the relative key paths), or None
+      to pass no key paths.
+
+  Returns:
+    `value` with boundary markers around the matches.
+  """
+  matched: set[KeyPath] = set()
+
+  def is_leaf(path: KeyPath, node: Any) -> bool:
+    keypath = None if start is None else start + path
+    if test(keypath, node):
+      matched.add(path)
+      return True
+    return False
+
+  paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(
+      value, is_leaf=is_leaf, is_leaf_takes_path=True
+  )
+  return jax.tree_util.tree_unflatten(
+      treedef,
+      [
+          _InProgressSelectionBoundary(leaf) if path in matched else leaf
+          for path, leaf in paths_and_leaves
+      ],
+  )
 
 
 @struct.pytree_dataclass
@@ -654,7 +708,10 @@ class Selection(Generic[SelectedSubtree], struct.Struct):
         if innermost:
           marked_values[path] = visit_innermost(value, start)[0]
         else:
-          marked_values[path] = visit_outermost(value, start)
+          if _IS_LEAF_TAKES_PATH:
+            marked_values[path] = _mark_outermost_matches(value, test, start)
+          else:
+            marked_values[path] = visit_outermost(value, start)
       return self._rebuild_and_select(marked_values)
 
   def at_instances_of(

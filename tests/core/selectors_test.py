@@ -606,3 +606,26 @@ def test_deep_chain_selection():
   selection = pz.select(tree).at_instances_of(int)
   assert len(selection.get_keypaths()[0]) == 60
   assert selection.set(1).child.child.child is not None
+
+
+@hypothesis.given(trees)
+def test_property_outermost_search_strategies_agree(tree):
+  """The single-flatten and the recursive outermost searches agree."""
+
+  def run():
+    return (
+        pz.select(tree).at_instances_of((int, Foo)).get_keypaths(),
+        pz.select(tree)
+        .at_subtrees_where(lambda k, s: len(k) == 2, with_keypath=True)
+        .get_keypaths(),
+        pz.select(tree).at_childless().get_keypaths(),
+    )
+
+  fast = run()
+  original = selectors._IS_LEAF_TAKES_PATH
+  selectors._IS_LEAF_TAKES_PATH = False
+  try:
+    slow = run()
+  finally:
+    selectors._IS_LEAF_TAKES_PATH = original
+  assert fast == slow
