@@ -166,3 +166,136 @@ def test_named_scopes_in_jaxpr():
   stacks = [str(eqn.source_info.name_stack) for eqn in jaxpr.jaxpr.eqns]
   assert any("Sequential/0/Affine/0/Linear" in s for s in stacks), stacks
   assert any("Affine/1/AddBias" in s for s in stacks), stacks
+
+
+# ---------------------------------------------------------------------------
+# User code from the V2 guides must run unchanged.
+# ---------------------------------------------------------------------------
+
+
+@pz.pytree_dataclass
+class StateIncrementLayer(pz.nn.Layer):
+  state: pz.StateVariable[int]
+
+  def __call__(self, x, **unused_side_inputs):
+    self.state.value = self.state.value + 1
+    return x
+
+
+@pz.pytree_dataclass
+class SimpleLinear(pz.nn.Layer):
+  kernel: pz.nn.ParameterLike[pz.nx.NamedArray]
+  features_axis: str = dataclasses.field(metadata={"pytree_node": False})
+
+  def __call__(
+      self, x: pz.nx.NamedArray, /, **unused_side_inputs
+  ) -> pz.nx.NamedArray:
+    pos_x = x.untag(self.features_axis)
+    pos_kernel = self.kernel.value.untag("out_features", "in_features")
+    pos_y = pz.nx.nmap(jnp.dot)(pos_kernel, pos_x)
+    return pos_y.tag(self.features_axis)
+
+  @classmethod
+  def from_config(
+      cls,
+      name: str,
+      init_base_rng: jax.Array | None,
+      in_features: int,
+      out_features: int,
+      features_axis: str = "features",
+  ) -> "SimpleLinear":
+    def _initializer(key):
+      arr = jax.nn.initializers.xavier_normal()(
+          key, (out_features, in_features)
+      )
+      return pz.nx.wrap(arr).tag("out_features", "in_features")
+
+    return cls(
+        kernel=pz.nn.make_parameter(
+            name=f"{name}.kernel",
+            init_base_rng=init_base_rng,
+            initializer=_initializer,
+        ),
+        features_axis=features_axis,
+    )
+
+
+@pz.pytree_dataclass(has_implicitly_inherited_fields=True)
+class MLP(pz.nn.Sequential):
+  """Sequence of Affine layers (from the V2 migration guide)."""
+
+  @classmethod
+  def from_config(
+      cls,
+      name: str,
+      init_base_rng: jax.Array | None,
+      feature_sizes: list[int],
+      activation_fn=jax.nn.relu,
+      feature_axis: str = "features",
+  ) -> "MLP":
+    children = []
+    for i, (feats_in, feats_out) in enumerate(
+        zip(feature_sizes[:-1], feature_sizes[1:])
+    ):
+      if i:
+        children.append(pz.nn.Elementwise(activation_fn))
+      children.append(
+          pz.nn.Affine.from_config(
+              name=f"{name}/Affine_{i}",
+              init_base_rng=init_base_rng,
+              input_axes={feature_axis: feats_in},
+              output_axes={feature_axis: feats_out},
+          )
+      )
+    return cls(sublayers=children)
+
+
+def test_guide_state_increment_layer():
+  inc_layer = StateIncrementLayer(pz.StateVariable(value=0))
+  my_model = pz.nn.Sequential([pz.nn.Identity(), inc_layer, pz.nn.Identity()])
+  _ = my_model(jnp.ones(2))
+  assert inc_layer.state.value == 1
+
+
+def test_guide_simple_linear():
+  layer = SimpleLinear.from_config(
+      name="lin", init_base_rng=jax.random.key(0), in_features=3, out_features=2
+  )
+  assert layer.kernel.label == "lin.kernel"
+  out = layer(pz.nx.wrap(jnp.ones((4, 3)), "batch", "features"))
+  assert dict(out.named_shape) == {"batch": 4, "features": 2}
+  unbuilt = SimpleLinear.from_config(
+      name="lin", init_base_rng=None, in_features=3, out_features=2
+  )
+  assert unbuilt.kernel == pz.ParameterSlot("lin.kernel")
+
+
+def test_guide_mlp_and_functional_calls():
+  mlp = MLP.from_config(
+      name="mlp", init_base_rng=jax.random.key(10), feature_sizes=[2, 8, 2]
+  )
+  labels = [p.label for p in pz.unbind_params(mlp)[1]]
+  assert labels == [
+      "mlp/Affine_0/Linear.weights",
+      "mlp/Affine_0/AddBias.bias",
+      "mlp/Affine_1/Linear.weights",
+      "mlp/Affine_1/AddBias.bias",
+  ]
+  x = pz.nx.wrap(jnp.ones((3, 2)), "batch", "features")
+  out = mlp(x)
+  assert dict(out.named_shape) == {"batch": 3, "features": 2}
+  # Same model built twice from the same key gives identical parameters.
+  again = MLP.from_config(
+      name="mlp", init_base_rng=jax.random.key(10), feature_sizes=[2, 8, 2]
+  )
+  np.testing.assert_array_equal(
+      again(x).unwrap("batch", "features"), out.unwrap("batch", "features")
+  )
+  # The "unbind, freeze, call functionally" pattern from the guide.
+  model_without_vars, all_vars = pz.unbind_variables(mlp)
+  frozen_vars = [var.freeze() for var in all_vars]
+  output, new_vars = model_without_vars.call_with_local_vars(x, frozen_vars)
+  np.testing.assert_allclose(
+      output.unwrap("batch", "features"), out.unwrap("batch", "features")
+  )
+  assert len(new_vars) == len(frozen_vars)
