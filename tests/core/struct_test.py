@@ -5,9 +5,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import inspect
+import os
+import subprocess
+import sys
 import typing
 from typing import Any
 
+import hypothesis
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import pytest
@@ -515,3 +520,51 @@ def test_struct_flattening_is_linear_in_size():
     tree = Counting(tree)
   jax.tree_util.tree_flatten_with_path(tree)
   assert calls["n"] == 200
+
+
+# Properties.
+
+field_values = st.recursive(
+    st.integers(-3, 3) | st.none() | st.text(max_size=2),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from("ab"), children, max_size=2),
+    max_leaves=6,
+)
+
+
+@hypothesis.given(field_values, field_values, st.text(max_size=3))
+def test_property_flatten_unflatten_and_attributes_roundtrip(x, y, name):
+  p = Point(x, y, name=name)
+  leaves, treedef = jax.tree_util.tree_flatten(p)
+  rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+  assert rebuilt == p and type(rebuilt) is Point
+  assert Point.from_attributes(**p.attributes_dict()) == p
+  assert jax.tree_util.tree_leaves(p) == jax.tree_util.tree_leaves((x, y))
+
+
+# Package import side effects.
+
+
+def test_core_package_imports_exactly_the_documented_submodules():
+  code = (
+      "import penzai, penzai.core as c, types;"
+      "print(sorted(n for n, v in vars(c).items()"
+      " if isinstance(v, types.ModuleType)))"
+  )
+  # A fresh interpreter is needed to observe import side effects.
+  result = subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      check=True,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
+  assert result.stdout.strip() == str([
+      "named_axes",
+      "partitioning",
+      "selectors",
+      "shapecheck",
+      "struct",
+      "syntactic_sugar",
+      "tree_util",
+  ])
