@@ -489,6 +489,13 @@ class Linear(layer_base.Layer):
                 " Please rename the axes manually (e.g. with"
                 " `pz.nn.RenameAxes`) or pass distinct output axis names."
             )
+          if new_name in output_axes:
+            raise ValueError(
+                f"Tried to rename {out_name} to {new_name} to avoid a"
+                " conflict with input_axes, but output_axes already contains"
+                f" {new_name}; got input_axes={input_axes},"
+                f" output_axes={output_axes}. Please pass distinct axis names."
+            )
           primed.append(new_name)
           renamed[new_name] = size
         else:

@@ -436,3 +436,8 @@ def test_module_aliases():
   linear_and_affine.check_unique_axis_names_for_initializer(
       {"a": 1}, {"b": 1}, {"c": 1}, {"d": 1}
   )
+
+
+def test_linear_rename_refuses_to_clobber_an_output_axis():
+  with pytest.raises(ValueError, match="output_axes already contains a_out"):
+    _linear(input_axes={"a": 2}, output_axes={"a": 2, "a_out": 3})
