@@ -482,3 +482,12 @@ def test_show_selection_requires_ipython():
     selection.show_selection()
   with pytest.raises(ModuleNotFoundError, match="IPython"):
     selection.show_value()
+
+
+def test_named_arrays_autovisualize():
+  arr = pz.nx.wrap(jnp.arange(6.0).reshape(2, 3)).tag("alpha", "beta")
+  with treescope.active_autovisualizer.set_scoped(treescope.ArrayAutovisualizer()):
+    text = treescope.render_to_text({"x": arr})
+    out = html({"x": arr})
+  assert "<Arrayviz rendering>" in text
+  assert '"label": "alpha: 2"' in out
