@@ -115,7 +115,7 @@ def _warning_lines(
       )
     else:
       continue
-    lines.append(rendering_parts.error_color(rendering_parts.text(message)))
+    lines.append(rendering_parts.comment_color(rendering_parts.text(message)))
   return lines
 
 
