@@ -596,3 +596,23 @@ def test_as_array_structure_keeps_named_arrays_whole():
       ArraySpec(shape=(3,), named_shape={"a": 2}, dtype=np.dtype("float32"))
   ]
   assert dict(chk.check_structure([arr], out)) == {}
+
+
+named_shapes = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d"]), st.integers(1, 4), max_size=4
+)
+
+
+@hypothesis.given(named_shapes, st.sets(st.sampled_from(["a", "b", "c", "d"])))
+def test_named_split_and_known_vars_roundtrip(named, explicit):
+  explicit = [k for k in named if k in explicit]
+  pattern = ArraySpec(
+      named_shape={**{k: var(f"v_{k}") for k in explicit}, **var("rest")}
+  )
+  value = named_spec(named)
+  result = chk.check_structure(value, pattern)
+  assert result["rest"] == {k: v for k, v in named.items() if k not in explicit}
+  for k in explicit:
+    assert result[f"v_{k}"] == named[k]
+  again = chk.check_structure(value, pattern, known_vars=result)
+  assert dict(again) == dict(result)
