@@ -65,8 +65,11 @@ def _weights(mlp: simple_mlp.MLP) -> list[tuple[jax.Array, jax.Array]]:
   out = []
   for layer in mlp.sublayers:
     if isinstance(layer, pz.nn.Affine):
-      w = layer.sublayers[0].weights.value.unwrap("features", "features_out")
-      b = layer.sublayers[-1].bias.value.unwrap("features")
+      linear, bias = layer.sublayers[0], layer.sublayers[-1]
+      assert isinstance(linear, pz.nn.Linear)
+      assert isinstance(bias, pz.nn.AddBias)
+      w = linear.weights.value.unwrap("features", "features_out")
+      b = bias.bias.value.unwrap("features")
       out.append((w, b))
   return out
 

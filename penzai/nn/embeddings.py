@@ -171,6 +171,27 @@ def _rotate(
   )
 
 
+# Jitted as a whole so that eager calls compile one fused program instead of
+# one small program per primitive; under an outer jit it is simply inlined.
+@functools.partial(
+    jax.jit, static_argnames=("embedding_axis", "max_wavelength", "scale_factor")
+)
+def _apply_rope(
+    inputs: named_axes.NamedArrayBase,
+    positions: named_axes.NamedArrayBase,
+    *,
+    embedding_axis: str,
+    max_wavelength: float,
+    scale_factor: float,
+) -> NamedArray:
+  """Rotates every slice of `inputs` along `embedding_axis` by its position."""
+  rotate = functools.partial(
+      _rotate, max_wavelength=max_wavelength, scale_factor=scale_factor
+  )
+  out = named_axes.nmap(rotate)(inputs.untag(embedding_axis), positions)
+  return out.tag(embedding_axis).astype(inputs.dtype)  # type: ignore[return-value]
+
+
 @struct.pytree_dataclass
 class ApplyRoPE(layer_base.Layer):
   """Applies rotary position embeddings ("rotate-half" convention).
@@ -208,15 +229,13 @@ class ApplyRoPE(layer_base.Layer):
         raise ValueError(
             f"scale_factor must be >= 1.0, got {self.scale_factor}"
         )
-      rotate = functools.partial(
-          _rotate,
+      return _apply_rope(
+          inputs,
+          positions,
+          embedding_axis=self.embedding_axis,
           max_wavelength=self.max_wavelength,
           scale_factor=self.scale_factor,
       )
-      out = named_axes.nmap(rotate)(
-          inputs.untag(self.embedding_axis), positions
-      ).tag(self.embedding_axis)
-      return out.astype(inputs.dtype)
 
 
 @struct.pytree_dataclass

@@ -8,7 +8,8 @@ optimizer; internally each step is a pure (jitted) function of frozen values.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, Union
 
 import jax
 import optax
@@ -38,6 +39,15 @@ class LossFunction(Protocol):
     ...
 
 
+# What `build` accepts: a `LossFunction`, or any callable with that calling
+# convention (a loss declaring its own keyword arguments, e.g. `inputs=`, is
+# not a structural subtype of the `**kwargs` protocol for type checkers).
+LossFunctionLike = Union[
+    LossFunction,
+    Callable[..., tuple[jax.Array, LossStatePyTree, AuxOutPyTree]],
+]
+
+
 @struct.pytree_dataclass
 class InternalTrainerState(struct.Struct):
   """Trainer bookkeeping: step counter, optimizer state and loss state."""
@@ -54,7 +64,7 @@ def _stateful_trainer_step(
     trainable_params: tuple[variables.ParameterValue, ...],
     frozen_params: tuple[variables.ParameterValue, ...],
     state_vars: tuple[variables.StateVariableValue, ...],
-    loss_fn: LossFunction,
+    loss_fn: LossFunctionLike,
     optimizer_def: optax.GradientTransformation,
     kwargs: dict[str, Any],
 ) -> tuple[
@@ -121,7 +131,9 @@ class StatefulTrainer(struct.Struct):
   optimizer_def: optax.GradientTransformation = dataclasses.field(
       metadata={"pytree_node": False}
   )
-  loss_fn: LossFunction = dataclasses.field(metadata={"pytree_node": False})
+  loss_fn: LossFunctionLike = dataclasses.field(
+      metadata={"pytree_node": False}
+  )
   step_fn: Any = dataclasses.field(metadata={"pytree_node": False})
 
   @classmethod
@@ -130,7 +142,7 @@ class StatefulTrainer(struct.Struct):
       root_rng: PRNGKeyArray,
       model: ModelPyTree,
       optimizer_def: optax.GradientTransformation,
-      loss_fn: LossFunction,
+      loss_fn: LossFunctionLike,
       initial_loss_fn_state: LossStatePyTree = None,
       jit: bool = True,
       donate_states: bool = False,
