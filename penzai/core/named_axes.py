@@ -540,7 +540,16 @@ def _split_positional_index(
             ))
         )
       else:
-        thunks.append(_SliceThunk(*(thunk_for(bound) for bound in bounds)))
+        # Bounds are passed through as given: plain ints and None are static,
+        # anything else (e.g. a JAX scalar) is passed as a traced value.
+        thunks.append(
+            _SliceThunk(*(
+                _StaticThunk(bound)
+                if bound is None or type(bound) is int
+                else thunk_for(bound)
+                for bound in bounds
+            ))
+        )
     else:
       thunks.append(thunk_for(part))
   return tuple(thunks), dynamic_values
