@@ -18,8 +18,10 @@ from penzai.core import named_axes
 from penzai.core import struct
 from penzai.core import variables
 from penzai.nn import layer as layer_base
+from penzai.nn import layer_stack
 
 NamedArray = named_axes.NamedArray
+NamedArrayBase = named_axes.NamedArrayBase
 
 
 def _get_side_input(owner: object, side_inputs: dict[str, Any], key: Hashable) -> Any:
@@ -72,7 +74,9 @@ class ApplyExplicitAttentionMask(layer_base.Layer):
   mask_input_name: str = dataclasses.field(metadata={"pytree_node": False})
   masked_out_value: jax.typing.ArrayLike
 
-  def __call__(self, x: NamedArray, **side_inputs: Any) -> NamedArray:
+  def __call__(
+      self, x: NamedArrayBase, /, **side_inputs: Any
+  ) -> NamedArrayBase:
     """Replaces masked-out entries of `x` with `masked_out_value`."""
     with jax.named_scope(type(self).__name__):
       mask = _get_side_input(self, side_inputs, self.mask_input_name)
@@ -108,7 +112,9 @@ class ApplyCausalAttentionMask(layer_base.Layer):
       default="kv_seq", metadata={"pytree_node": False}
   )
 
-  def __call__(self, x: NamedArray, **side_inputs: Any) -> NamedArray:
+  def __call__(
+      self, x: NamedArrayBase, /, **side_inputs: Any
+  ) -> NamedArrayBase:
     """Applies the causal mask to attention logits `x`."""
     with jax.named_scope(type(self).__name__):
       q, kv = _causal_positions(self, side_inputs)
@@ -145,7 +151,9 @@ class ApplyCausalSlidingWindowAttentionMask(layer_base.Layer):
       default="kv_seq", metadata={"pytree_node": False}
   )
 
-  def __call__(self, x: NamedArray, **side_inputs: Any) -> NamedArray:
+  def __call__(
+      self, x: NamedArrayBase, /, **side_inputs: Any
+  ) -> NamedArrayBase:
     """Applies the causal sliding-window mask to attention logits `x`."""
     with jax.named_scope(type(self).__name__):
       q, kv = _causal_positions(self, side_inputs)
@@ -168,7 +176,7 @@ class Attention(layer_base.Layer):
   query_key_to_attn: layer_base.Layer
   attn_value_to_output: layer_base.Layer
 
-  def __call__(self, x: Any, **side_inputs: Any) -> Any:
+  def __call__(self, x: Any, /, **side_inputs: Any) -> Any:
     """Runs the attention computation on `x`."""
     with jax.named_scope(type(self).__name__):
       query = self.input_to_query(x, **side_inputs)
@@ -218,7 +226,7 @@ class KVCachingAttention(layer_base.Layer):
   )
   kv_cache: variables.StateVariable[tuple[NamedArray, NamedArray]]
 
-  def __call__(self, x: Any, **side_inputs: Any) -> Any:
+  def __call__(self, x: Any, /, **side_inputs: Any) -> Any:
     """Runs cached attention, updating the cache state variable."""
     with jax.named_scope(type(self).__name__):
       end = _get_side_input(self, side_inputs, self.kv_cache_end_index_key)
@@ -267,9 +275,6 @@ class KVCachingAttention(layer_base.Layer):
     Returns:
       A `KVCachingAttention` sharing `original`'s sublayers.
     """
-    # Imported here: layer_stack imports this package's siblings.
-    from penzai.nn import layer_stack  # pylint: disable=import-outside-toplevel
-
     if layerstack_axes:
       metadata: dict[Any, Any] = {
           "layerstack_axes": {
@@ -280,8 +285,12 @@ class KVCachingAttention(layer_base.Layer):
     else:
       metadata = {}
       layerstack_axes = {}
+    cache_shape: dict[named_axes.AxisName, int] = {}
+    cache_shape.update(cached_axes)
+    cache_shape.update(layerstack_axes)
+    cache_shape[sequence_axis] = cache_len
     empty = named_axes.zeros(
-        {**cached_axes, **layerstack_axes, sequence_axis: cache_len},
+        cache_shape,
         dtype=cache_dtype,
     )
     return cls(

@@ -17,6 +17,7 @@ from penzai.nn import linear_and_affine
 from penzai.nn import parameters
 
 NamedArray = named_axes.NamedArray
+NamedArrayBase = named_axes.NamedArrayBase
 
 
 @struct.pytree_dataclass
@@ -97,7 +98,9 @@ class EmbeddingLookup(layer_base.Layer):
 
   table: EmbeddingTable
 
-  def __call__(self, token_index: NamedArray, **_unused_side_inputs: Any) -> NamedArray:
+  def __call__(
+      self, token_index: NamedArrayBase, /, **_unused_side_inputs: Any
+  ) -> NamedArrayBase:
     """Returns the embeddings of the tokens in `token_index`."""
     with jax.named_scope(type(self).__name__):
       return self.table.embeddings.value[  # type: ignore[return-value]
@@ -111,7 +114,9 @@ class EmbeddingDecode(layer_base.Layer):
 
   table: EmbeddingTable
 
-  def __call__(self, out_embeddings: NamedArray, **_unused_side_inputs: Any) -> NamedArray:
+  def __call__(
+      self, out_embeddings: NamedArrayBase, /, **_unused_side_inputs: Any
+  ) -> NamedArrayBase:
     """Returns logits over the vocabulary axis for `out_embeddings`."""
     with jax.named_scope(type(self).__name__):
       table = self.table.embeddings.value
@@ -214,7 +219,9 @@ class ApplyRoPE(layer_base.Layer):
       default=1.0, metadata={"pytree_node": False}
   )
 
-  def __call__(self, inputs: NamedArray, **side_inputs: Any) -> NamedArray:
+  def __call__(
+      self, inputs: NamedArrayBase, /, **side_inputs: Any
+  ) -> NamedArrayBase:
     """Rotates each slice of `inputs` along `embedding_axis` by its position."""
     with jax.named_scope(type(self).__name__):
       if self.positions_input_name not in side_inputs:
@@ -256,7 +263,9 @@ class ApplyRoPEToSubset(layer_base.Layer):
       default=1.0, metadata={"pytree_node": False}
   )
 
-  def __call__(self, inputs: NamedArray, **side_inputs: Any) -> NamedArray:
+  def __call__(
+      self, inputs: NamedArrayBase, /, **side_inputs: Any
+  ) -> NamedArrayBase:
     """Rotates the leading subset of `embedding_axis`; keeps the rest."""
     with jax.named_scope(type(self).__name__):
       if not named_axes.is_namedarray(inputs) or (

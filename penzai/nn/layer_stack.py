@@ -289,7 +289,7 @@ class LayerStack(layer_base.Layer):
       layer = builder(init_base_rng=key, **builder_kwargs)
       unbound, var_values = variables.unbind_variables(layer, freeze=True)
       for value in var_values:
-        for leaf in jax.tree_util.tree_leaves(value.value, is_leaf=_is_named):
+        for leaf in jax.tree_util.tree_leaves(value, is_leaf=_is_named):
           if not _is_named(leaf):
             raise ValueError(
                 "Variables returned by the LayerStack builder must only"
