@@ -148,7 +148,7 @@ def test_pz_ts_names():
 def test_compat_signatures():
   assert str(inspect.signature(pz.ts.display)) == (
       "(value: 'Any', ignore_exceptions: 'bool' = False, roundtrip_mode:"
-      " 'bool' = False) -> 'None'"
+      " 'bool' = False)"
   )
   params = inspect.signature(pz.ts.register_as_default).parameters
   assert [(p.name, p.default) for p in params.values()] == [

@@ -4,6 +4,9 @@ Objects written for the treescope that used to ship inside penzai define
 `__penzai_repr__(path, subtree_renderer)` instead of `__treescope_repr__`.
 The functions here wrap treescope's own entry points, extending the active
 renderer with a handler that calls that legacy method.
+
+The IPython entry points deliberately carry no return annotation so their
+signatures read exactly as documented (`display(value, ...)` etc.).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def extended_renderer() -> renderers.TreescopeRenderer:
   return _extend_renderer(treescope.active_renderer.get())
 
 
-def show(*args: Any, wrap: bool = False, space_separated: bool = True) -> None:
+def show(*args: Any, wrap: bool = False, space_separated: bool = True):
   """Shows objects inline with rich display, like `print` (IPython only).
 
   Args:
@@ -55,7 +58,7 @@ def show(*args: Any, wrap: bool = False, space_separated: bool = True) -> None:
 
 def display(
     value: Any, ignore_exceptions: bool = False, roundtrip_mode: bool = False
-) -> None:
+):
   """Displays a value as an interactively foldable object (IPython only).
 
   Args:
@@ -73,7 +76,7 @@ def display(
     )
 
 
-def register_as_default(streaming: bool = True, compress_html: bool = True) -> None:
+def register_as_default(streaming: bool = True, compress_html: bool = True):
   """Registers treescope as IPython's default renderer, with legacy support.
 
   Raises:
@@ -83,7 +86,7 @@ def register_as_default(streaming: bool = True, compress_html: bool = True) -> N
   treescope.active_renderer.set_globally(extended_renderer())
 
 
-def basic_interactive_setup(autovisualize_arrays: bool = True) -> None:
+def basic_interactive_setup(autovisualize_arrays: bool = True):
   """Sets up IPython for interactive use with treescope, with legacy support.
 
   Args:
