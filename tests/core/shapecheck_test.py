@@ -113,6 +113,8 @@ def test_arrayspec_into_pytree():
         match="Cannot use `into_pytree` on an ArraySpec with variable",
     ):
       bad.into_pytree()
+  with pytest.raises(TypeError):  # np.generic is not a concrete dtype
+    ArraySpec(shape=(2,)).into_pytree()
 
 
 def test_arrayspec_into_pytree_named():
