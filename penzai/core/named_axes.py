@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import collections
 import dataclasses
+import enum
 import functools
 import importlib
 import operator
@@ -63,7 +64,6 @@ class _Uncacheable(Exception):
 # Types whose instances are keyed by identity: long-lived, effectively
 # immutable callables (module-level functions compiled by JAX, ufuncs, ...).
 _IDENTITY_KEYED_TYPES: tuple[type[Any], ...] = (
-    types.BuiltinFunctionType,
     types.ModuleType,
     type,
     np.ufunc,
@@ -99,9 +99,9 @@ def _static_key(obj: Any, depth: int = 0) -> Hashable:
     return (kind, obj)
   if kind in (float, complex):
     return (kind, repr(obj))
-  if kind in (tuple, list):
+  if isinstance(obj, (tuple, list)):
     return (kind, tuple(_static_key(item, depth + 1) for item in obj))
-  if kind is dict:
+  if isinstance(obj, dict):
     return (
         kind,
         tuple(
@@ -131,20 +131,37 @@ def _static_key(obj: Any, depth: int = 0) -> Hashable:
         _static_key(obj.__func__, depth + 1),
         _static_key(obj.__self__, depth + 1),
     )
+  if isinstance(obj, (jax.core.Tracer, jax.Array, np.ndarray, NamedArrayBase)):
+    raise _Uncacheable()
+  if isinstance(obj, types.BuiltinFunctionType):
+    # Module-level builtins only; builtin methods bound to (possibly mutable)
+    # objects could change behaviour.
+    owner = getattr(obj, "__self__", None)
+    if owner is None or isinstance(owner, types.ModuleType):
+      return ("id", id(obj), obj)
+    raise _Uncacheable()
   if isinstance(obj, _IDENTITY_KEYED_TYPES):
     return ("id", id(obj), obj)
   if isinstance(obj, (np.dtype, np.generic)):
     return (kind, repr(obj))
-  if isinstance(obj, (NamedArrayBase, jax.Array, np.ndarray)):
-    raise _Uncacheable()
-  type_hash = getattr(kind, "__hash__", None)
-  if type_hash is None or type_hash is object.__hash__:
-    raise _Uncacheable()
-  try:
-    hash(obj)
-  except TypeError as exc:
-    raise _Uncacheable() from exc
-  return (kind, obj)
+  if isinstance(obj, enum.Enum):
+    return (kind, obj)
+  if isinstance(obj, frozenset):
+    return (kind, frozenset(_static_key(item, depth + 1) for item in obj))
+  if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    params = getattr(kind, "__dataclass_params__", None)
+    if params is None or not params.frozen:
+      raise _Uncacheable()
+    return (
+        kind,
+        tuple(
+            _static_key(getattr(obj, field.name), depth + 1)
+            for field in dataclasses.fields(obj)
+        ),
+    )
+  # Unknown objects may be mutable (e.g. variables), so they are never baked
+  # into a compiled function.
+  raise _Uncacheable()
 
 
 def _function_key(fn: types.FunctionType, depth: int) -> Hashable:

@@ -153,6 +153,18 @@ def test_repeated_calls_reuse_and_respect_closures():
   np.testing.assert_allclose(y.unwrap("a"), _arange(2, 3).sum(1))
 
 
+def test_repeated_calls_respect_mutable_closed_over_state():
+  class Holder:
+    scale = 1.0
+
+  holder = Holder()
+  x = nx.wrap(_arange(2, 3), "a", "b")
+  for scale in (1.0, 1.0, 1.0, 1.0, 6.0, 6.0):
+    holder.scale = scale
+    out = nx.nmap(lambda v: v * holder.scale)(x)
+    np.testing.assert_allclose(out.unwrap("a", "b"), _arange(2, 3) * scale)
+
+
 _GLOBAL_SCALE = 1.0
 
 
