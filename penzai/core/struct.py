@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 PYTREE_DATACLASS_INFO_ATTR = "__penzai_pytree_dataclass_info__"
 
+
 class _FieldLayout:
   """Precomputed per-class field information used by (un)flattening.
 
@@ -64,7 +65,7 @@ def _field_layout(cls: type[Any]) -> _FieldLayout:
 
 
 def is_pytree_dataclass_type(cls: type[Any]) -> bool:
-  """Checks whether `cls` itself (not a parent) was decorated by `pytree_dataclass`."""
+  """Whether `cls` itself (not just a parent) was decorated by `pytree_dataclass`."""
   return isinstance(cls, type) and PYTREE_DATACLASS_INFO_ATTR in cls.__dict__
 
 
