@@ -18,6 +18,12 @@ G = llamalike_common.AttentionTypeGlobalCausal
 
 E, P, F, V, LAYERS = 16, 8, 24, 37, 2
 
+
+@pz.variable_jit
+def _call(model, tokens, side):
+    """Runs `model` compiled (one compile per model structure and input shape)."""
+    return model(tokens, **side)
+
 TINY_PRESETS = {
     # Same names and architectural switches as the real presets, tiny sizes.
     "gemma_2b": dict(num_decoder_blocks=LAYERS, vocab_size=V, num_kv_heads=1,
@@ -177,7 +183,7 @@ TOKENS = np.array([[3, 17, 5, 9, 30, 1, 22], [8, 8, 2, 36, 11, 4, 0]])
 def test_checkpoint_matches_reference_forward(tiny_presets, preset_name):
     ckpt = _make_checkpoint(preset_name)
     model = gemma.gemma_from_pretrained_checkpoint(ckpt, preset_name=preset_name)
-    out = model(pz.nx.wrap(TOKENS).tag("batch", "seq"))
+    out = _call(model, pz.nx.wrap(TOKENS).tag("batch", "seq"), {})
     ours = np.asarray(out.unwrap("batch", "seq", "vocabulary"))
     for row in range(TOKENS.shape[0]):
         expected = _reference_forward(ckpt, TINY_PRESETS[preset_name], preset_name, TOKENS[row])
@@ -238,8 +244,8 @@ def test_layer_stack_for_gemma1_and_error_for_gemma2(tiny_presets):
     plain = gemma.gemma_from_pretrained_checkpoint(ckpt, preset_name="gemma_2b")
     tokens = pz.nx.wrap(TOKENS).tag("batch", "seq")
     np.testing.assert_allclose(
-        np.asarray(stacked(tokens).unwrap("batch", "seq", "vocabulary")),
-        np.asarray(plain(tokens).unwrap("batch", "seq", "vocabulary")),
+        np.asarray(_call(stacked, tokens, {}).unwrap("batch", "seq", "vocabulary")),
+        np.asarray(_call(plain, tokens, {}).unwrap("batch", "seq", "vocabulary")),
         atol=1e-5,
     )
     with pytest.raises(ValueError, match="Layer stack does not currently support per-layer attention types."):
@@ -319,7 +325,7 @@ def _hf_gemma(generation: int, **extra):
 def _compare_hf(hf, model, tokens=TOKENS[:, 1:], atol=1e-4):
     with torch.no_grad():
         expected = hf(torch.tensor(tokens)).logits.numpy()
-    out = model(pz.nx.wrap(tokens).tag("batch", "seq"))
+    out = _call(model, pz.nx.wrap(tokens).tag("batch", "seq"), {})
     np.testing.assert_allclose(
         np.asarray(out.unwrap("batch", "seq", "vocabulary")), expected, atol=atol
     )

@@ -17,6 +17,12 @@ VOCAB = 97
 SEQ = 7
 
 
+@pz.variable_jit
+def _call(model, tokens, side):
+    """Runs `model` compiled (one compile per model structure and input shape)."""
+    return model(tokens, **side)
+
+
 def _tiny_llama(num_heads: int, num_kv_heads: int, seed: int = 0, **extra):
     """A 2-layer random float32 Llama with perturbed (non-trivial) weights."""
     torch.manual_seed(seed)
@@ -46,7 +52,7 @@ def _hf_logits(model, tokens: np.ndarray, **kwargs) -> np.ndarray:
 
 
 def _pz_logits(pz_model, tokens: np.ndarray, **side) -> np.ndarray:
-    out = pz_model(pz.nx.wrap(tokens).tag("batch", "seq"), **side)
+    out = _call(pz_model, pz.nx.wrap(tokens).tag("batch", "seq"), side)
     return np.asarray(out.unwrap("batch", "seq", "vocabulary"))
 
 
