@@ -1588,6 +1588,8 @@ def stack(
 ) -> NamedArray | NamedArrayView:
   """Stacks named arrays along a new named axis."""
   ndim = _check_same_positional_ndim(arrays)
+  if not ndim:
+    return nmap(jnp.stack)(list(arrays)).tag(axis_name)
   placeholders = tuple(TmpPosAxisMarker() for _ in range(ndim))
   moved = [array.tag(*placeholders) for array in arrays]
   return nmap(jnp.stack)(moved).tag(axis_name).untag(*placeholders)
