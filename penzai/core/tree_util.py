@@ -24,6 +24,13 @@ class CustomGetAttrKey:
     return f".{self.name}"
 
 
+# JAX's registry lookup, which returns None for leaves (cheaper than a
+# flatten); absent in some JAX versions.
+_REGISTRY_FLATTEN_ONE_LEVEL = getattr(
+    jax.tree_util.default_registry, "flatten_one_level", None
+)
+
+
 def tree_flatten_exactly_one_level(
     tree: Any,
 ) -> Optional[tuple[list[tuple[Any, Any]], PyTreeDef]]:
@@ -38,6 +45,9 @@ def tree_flatten_exactly_one_level(
     children. Childless nodes (`None`, `()`, field-less Structs) give
     `([], treedef)`.
   """
+  if _REGISTRY_FLATTEN_ONE_LEVEL is not None:
+    if _REGISTRY_FLATTEN_ONE_LEVEL(tree) is None:
+      return None  # Fast path: not a registered pytree node.
   paths_and_children, treedef = jax.tree_util.tree_flatten_with_path(
       tree, is_leaf=lambda node: node is not tree
   )
