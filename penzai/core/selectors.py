@@ -18,7 +18,6 @@ import dataclasses
 import inspect
 import sys
 import threading
-import typing
 from typing import (
     Any,
     Callable,
