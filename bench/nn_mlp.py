@@ -131,6 +131,21 @@ def main() -> None:
       calls=5,
   )
   _report("eager call", t["pz"], t["jnp"], "within 10x")
+  small = simple_mlp.MLP.from_config(
+      name="small", init_base_rng=jax.random.key(0), feature_sizes=[8, 16, 16, 8]
+  )
+  small_weights = _weights(small)
+  xs_raw = jax.random.normal(jax.random.key(1), (4, 8))
+  xs = pz.nx.wrap(xs_raw, "batch", "features")
+  t = _interleaved(
+      {
+          "pz": lambda: small(xs).data_array,
+          "jnp": lambda: hand_mlp(small_weights, xs_raw),
+      },
+      rounds=rounds,
+      calls=20,
+  )
+  _report("eager call (tiny MLP, overhead)", t["pz"], t["jnp"], "within 10x")
 
   # 3. First call: trace + compile (caches cleared before each sample).
   first_pz, first_jnp = [], []

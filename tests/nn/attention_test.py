@@ -1,6 +1,8 @@
 """Tests for penzai.nn.attention: mask layers, Attention, KVCachingAttention."""
 
 import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +50,12 @@ def _build_attention(key: jax.Array) -> pz.nn.Attention:
   )
 
 
+@functools.cache
+def _shared_attention() -> pz.nn.Attention:
+  """One attention layer shared by the tests (building it is the slow part)."""
+  return _build_attention(jax.random.key(0))
+
+
 def _weights(linear: pz.nn.Linear, *names: str) -> jax.Array:
   return linear.weights.value.unwrap(*names)
 
@@ -76,7 +84,7 @@ def _inputs(key: jax.Array):
 
 
 def test_attention_matches_hand_written_masked_softmax():
-  attn = _build_attention(jax.random.key(0))
+  attn = _shared_attention()
   x, named_x, positions = _inputs(jax.random.key(1))
   out = attn(named_x, token_positions=positions)
   assert dict(out.named_shape) == {"batch": BATCH, "seq": SEQ, "embedding": EMBED}
@@ -211,7 +219,7 @@ def _with_kv_positions(attn):
 
 
 def test_kv_caching_from_uncached_structure():
-  attn = _build_attention(jax.random.key(0))
+  attn = _shared_attention()
   cached = _cached(attn, cache_len=SEQ)
   assert cached.input_to_query is attn.input_to_query
   assert cached.attn_value_to_output is attn.attn_value_to_output
@@ -239,7 +247,7 @@ def test_kv_caching_from_uncached_structure():
 
 
 def test_kv_caching_token_by_token_matches_full_attention():
-  attn = _build_attention(jax.random.key(0))
+  attn = _shared_attention()
   x, named_x, positions = _inputs(jax.random.key(1))
   full = attn(named_x, token_positions=positions).unwrap("batch", "seq", "embedding")
   cached = _cached(_with_kv_positions(attn), cache_len=SEQ)
@@ -255,7 +263,7 @@ def test_kv_caching_token_by_token_matches_full_attention():
 
 
 def test_kv_caching_under_variable_jit_and_stateless_call_agree_with_eager():
-  attn = _with_kv_positions(_build_attention(jax.random.key(0)))
+  attn = _with_kv_positions(_shared_attention())
   _, named_x, _ = _inputs(jax.random.key(1))
   eager = _cached(attn, SEQ)
   eager_out = _cached_decode(eager, named_x, lambda m, v, **si: m(v, **si))
@@ -280,7 +288,7 @@ def test_kv_caching_under_variable_jit_and_stateless_call_agree_with_eager():
 
 
 def test_kv_caching_requires_end_index():
-  cached = _cached(_build_attention(jax.random.key(0)), SEQ)
+  cached = _cached(_shared_attention(), SEQ)
   _, named_x, positions = _inputs(jax.random.key(1))
   with pytest.raises(KeyError, match="cache_end_index"):
     cached(named_x, token_positions=positions)
