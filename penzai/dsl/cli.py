@@ -72,7 +72,10 @@ def _build(args: argparse.Namespace) -> int:
   model = dsl.build(spec, init_base_rng=jax.random.key(args.seed))
   sizes = checker.symbol_sizes(spec, report)
   x, sides = checker.example_inputs(spec, sizes, abstract=False, seed=args.seed)
-  out = model(x, **sides, **checker.random_stream_side_inputs(model))
+  from penzai import pz
+
+  run = pz.variable_jit(lambda m, x, s: m(x, **s))
+  out = run(model, x, {**sides, **checker.random_stream_side_inputs(model)})
   print(report.table())
   if sizes:
     print("symbol sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))

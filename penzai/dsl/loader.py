@@ -133,11 +133,11 @@ class _Converter:
       self.active.add(id(node))
       out: dict[str, Any] = {}
       for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:merge":
+          self._issue("syntax", "YAML merge keys ('<<') are not supported", path, key_node.start_mark)
+          continue
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SAFE_TAGS:
           self._issue("syntax", "mapping keys must be plain scalars", path, key_node.start_mark)
-          continue
-        if key_node.tag == "tag:yaml.org,2002:merge" or key_node.value == "<<":
-          self._issue("syntax", "YAML merge keys ('<<') are not supported", path, key_node.start_mark)
           continue
         key = self.loader.construct_object(key_node)
         if self._refs_in(key_node):

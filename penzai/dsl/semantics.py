@@ -32,11 +32,10 @@ def child_name(parent: str, default_segment: str, child: nodes.NodeBase) -> str:
 
 
 def root_name(spec: Any, name: str | None = None) -> str:
-  """Build name of the root node: `name`, else the root's own `name`, else the document name."""
-  if name is not None:
-    return name
+  """Build name of the root node: the document name (or `name`) joined with the root's own `name`."""
+  base = name if name is not None else spec.name
   own = getattr(spec.model, "name", None)
-  return own if own is not None else spec.name
+  return join(base, own or "")
 
 
 _LOCATORS: dict[int, tuple[Any, Locator]] = {}
