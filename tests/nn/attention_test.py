@@ -292,3 +292,21 @@ def test_kv_caching_requires_end_index():
   _, named_x, positions = _inputs(jax.random.key(1))
   with pytest.raises(KeyError, match="cache_end_index"):
     cached(named_x, token_positions=positions)
+
+
+def test_kv_caching_rejects_keys_without_sequence_axis():
+  attn = _shared_attention()
+  # Keys that were not renamed to the cache's sequence axis are reported.
+  broken = _cached(
+      pz.nn.Attention(
+          input_to_query=attn.input_to_query,
+          input_to_key=attn.input_to_key.sublayers[0],
+          input_to_value=attn.input_to_value,
+          query_key_to_attn=attn.query_key_to_attn,
+          attn_value_to_output=attn.attn_value_to_output,
+      ),
+      SEQ,
+  )
+  _, named_x, positions = _inputs(jax.random.key(1))
+  with pytest.raises(ValueError, match="computed keys must have a named axis 'kv_seq'"):
+    broken(named_x, token_positions=positions, cache_end_index=0)
