@@ -10,7 +10,7 @@ from penzai import pz
 
 
 def _named(shape, *names, seed=0):
-  data = jax.random.normal(jax.random.key(seed), shape)
+  data = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
   return data, pz.nx.wrap(data, *names)
 
 
@@ -18,9 +18,9 @@ def test_elementwise_named_and_plain():
   data, x = _named((2, 3), "a", "b")
   layer = pz.nn.Elementwise(jax.nn.relu)
   np.testing.assert_allclose(
-      layer(x, ignored=1).unwrap("a", "b"), jax.nn.relu(data)
+      layer(x, ignored=1).unwrap("a", "b"), np.maximum(data, 0)
   )
-  np.testing.assert_allclose(layer(data), jax.nn.relu(data))
+  np.testing.assert_allclose(layer(data), np.maximum(data, 0))
   assert layer.treescope_color() == formatting_util.color_from_string(
       repr(jax.nn.relu)
   )
@@ -33,7 +33,8 @@ def test_softmax_matches_jax(axes):
   result = pz.nn.Softmax(axes)(x, side=None)
   axes_tuple = (axes,) if isinstance(axes, str) else axes
   positions = tuple("abc".index(a) for a in axes_tuple)
-  expected = jax.nn.softmax(data, axis=positions)
+  shifted = np.exp(data - data.max(axis=positions, keepdims=True))
+  expected = shifted / shifted.sum(axis=positions, keepdims=True)
   np.testing.assert_allclose(
       result.unwrap("a", "b", "c"), expected, rtol=1e-6
   )
@@ -58,10 +59,12 @@ def test_cast_to_dtype():
 
 
 def test_tanh_soft_cap():
-  data, x = _named((5,), "a")
+  data, _ = _named((5,), "a")
   layer = pz.nn.TanhSoftCap(soft_cap=2.0)
   np.testing.assert_allclose(
-      layer(x * 10).unwrap("a"), np.tanh(data * 10 / 2.0) * 2.0, rtol=1e-6
+      layer(pz.nx.wrap(data * 10, "a")).unwrap("a"),
+      np.tanh(data * 10 / 2.0) * 2.0,
+      rtol=1e-6,
   )
   plain = layer(jnp.array([0.5, 100.0]))
   assert isinstance(plain, pz.nx.NamedArrayBase)

@@ -9,7 +9,8 @@ from penzai import pz
 
 
 def _data(seed=0):
-  data = jax.random.normal(jax.random.key(seed), (3, 4, 5)) * 3 + 1
+  rng = np.random.default_rng(seed)
+  data = (rng.normal(size=(3, 4, 5)) * 3 + 1).astype(np.float32)
   return data, pz.nx.wrap(data, "batch", "seq", "emb")
 
 
@@ -75,8 +76,8 @@ def test_layer_norm_structure_and_formula():
   np.testing.assert_array_equal(shift.bias.value.unwrap("emb"), np.zeros(5))
 
   # Non-trivial scale and shift.
-  gamma = jnp.arange(5.0) + 1
-  beta = -jnp.arange(5.0)
+  gamma = np.arange(5.0, dtype=np.float32) + 1
+  beta = -np.arange(5.0, dtype=np.float32)
   scale.weights.value = pz.nx.wrap(gamma, "emb")
   shift.bias.value = pz.nx.wrap(beta, "emb")
   data, x = _data()
@@ -108,7 +109,7 @@ def test_rms_layer_norm_structure_and_formula():
   f32 = pz.nn.RMSLayerNorm.from_config(
       name="rms", init_base_rng=jax.random.key(0), across_axes={"emb": 5}
   )
-  gamma = jnp.linspace(0.5, 2.0, 5)
+  gamma = np.linspace(0.5, 2.0, 5, dtype=np.float32)
   f32.sublayers[1].weights.value = pz.nx.wrap(gamma, "emb")
   data, x = _data()
   expected = data / np.sqrt((data**2).mean(-1, keepdims=True) + 1e-6) * gamma
