@@ -155,6 +155,27 @@ def _install_mutable_init_proxy(cls: type[Any], original_init: Any) -> None:
   type.__setattr__(cls, "__init__", __init__)
 
 
+class _ConstructorSignature:
+  """Class-only `__signature__`: the constructor's signature without `self`.
+
+  The struct metaclass defines `__call__`, which would otherwise make
+  `inspect.signature(cls)` report `(*args, **kwargs)`. Instances do not see
+  it, so `inspect.signature(layer)` still describes `__call__`.
+  """
+
+  def __init__(self, init: Callable[..., Any]):
+    self._init = init
+    self._signature: inspect.Signature | None = None
+
+  def __get__(self, instance: Any, owner: type[Any]) -> inspect.Signature:
+    if instance is not None:
+      raise AttributeError("__signature__")
+    if self._signature is None:
+      sig = inspect.signature(self._init)
+      self._signature = sig.replace(parameters=list(sig.parameters.values())[1:])
+    return self._signature
+
+
 @overload
 def pytree_dataclass(
     cls: type[T],
@@ -297,6 +318,7 @@ def pytree_dataclass(
     )
 
   jax.tree_util.register_pytree_with_keys_class(cls)
+  cls.__signature__ = _ConstructorSignature(cls.__init__)  # type: ignore[attr-defined]
 
   if use_mutable_proxy_in_init and original_init is not None:
     _install_mutable_init_proxy(cls, original_init)

@@ -568,3 +568,20 @@ def test_core_package_imports_exactly_the_documented_submodules():
       "syntactic_sugar",
       "tree_util",
   ])
+
+
+def test_inspect_signature_of_struct_class_shows_constructor_fields():
+  import inspect
+
+  @pz.pytree_dataclass
+  class Pair(pz.Struct):
+    left: int
+    right: str = "r"
+
+    def __call__(self, value, /, extra=None):
+      return value
+
+  params = list(inspect.signature(Pair).parameters)
+  assert params == ["left", "right"]
+  # Instances still describe their own __call__.
+  assert list(inspect.signature(Pair(1)).parameters) == ["value", "extra"]
