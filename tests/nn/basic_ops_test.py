@@ -1,5 +1,7 @@
 """Tests for penzai.nn.basic_ops (through pz.nn)."""
 
+import hypothesis
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,3 +75,18 @@ def test_tanh_soft_cap():
   )
   # soft_cap is a pytree child.
   assert jax.tree_util.tree_leaves(layer) == [2.0]
+
+
+@hypothesis.given(
+    st.lists(st.floats(-20, 20, allow_nan=False), min_size=12, max_size=12),
+    st.floats(-50, 50, allow_nan=False),
+)
+def test_softmax_sums_to_one_and_is_shift_invariant(values, shift):
+  data = np.asarray(values, np.float32).reshape(3, 4)
+  layer = pz.nn.Softmax("b")
+  probs = np.asarray(layer(pz.nx.wrap(data, "a", "b")).unwrap("a", "b"))
+  np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+  shifted = layer(pz.nx.wrap(data + np.float32(shift), "a", "b"))
+  np.testing.assert_allclose(
+      shifted.unwrap("a", "b"), probs, rtol=1e-3, atol=1e-5
+  )

@@ -1,5 +1,7 @@
 """Tests for penzai.nn.standardization (through pz.nn)."""
 
+import hypothesis
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -138,3 +140,20 @@ def test_norms_without_key_have_slots():
       pz.ParameterSlot("ln/scale.weights"),
       pz.ParameterSlot("ln/shift.bias"),
   }
+
+
+@hypothesis.given(
+    st.lists(st.floats(-10, 10, allow_nan=False), min_size=10, max_size=10),
+    st.floats(-5, 5, allow_nan=False),
+    st.floats(0.5, 4, allow_nan=False),
+)
+def test_standardize_is_affine_invariant(values, shift, scale):
+  data = np.asarray(values, np.float32).reshape(2, 5)
+  hypothesis.assume(np.all(data.std(axis=1) > 0.5))
+  layer = pz.nn.Standardize(across="emb", epsilon=1e-6)
+  base = layer(pz.nx.wrap(data, "b", "emb")).unwrap("b", "emb")
+  moved = layer(
+      pz.nx.wrap(data * np.float32(scale) + np.float32(shift), "b", "emb")
+  ).unwrap("b", "emb")
+  np.testing.assert_allclose(moved, base, rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(base).mean(axis=1), 0.0, atol=1e-4)
