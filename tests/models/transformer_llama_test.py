@@ -188,3 +188,17 @@ def test_rejects_other_unsupported_attributes():
     with pytest.raises(ValueError, match="attention_bias") as info:
         llama.llama_from_huggingface_model(hf)
     assert "tie_word_embeddings" in str(info.value)
+
+
+def test_example_script_runs_and_agrees_with_huggingface(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "examples" / "llama_tiny_hf.py"
+    spec = importlib.util.spec_from_file_location("llama_tiny_hf_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(steps=4)
+    assert result["max_diff"] < 1e-4
+    assert result["penzai_tokens"] == result["hf_tokens"]
+    assert "greedy continuation" in capsys.readouterr().out

@@ -74,7 +74,7 @@ class TransformerLM(pz.nn.Layer):
     body: pz.nn.Layer
     metadata: TransformerMetadata = dataclasses.field(metadata={"pytree_node": False})
 
-    def __call__(
+    def __call__(  # type: ignore[override]
         self,
         tokens: named_axes.NamedArray,
         *,

@@ -51,7 +51,7 @@ class KVCachingTransformerLM(pz.nn.Layer):
     batch_axes: dict[str, int] = dataclasses.field(metadata={"pytree_node": False})
     pad_id: int = dataclasses.field(metadata={"pytree_node": False})
 
-    def __call__(
+    def __call__(  # type: ignore[override]
         self, tokens: named_axes.NamedArray, **extra_side_inputs: dict[Any, Any]
     ) -> named_axes.NamedArray:
         """Processes the next chunk of tokens and updates the caches.
@@ -67,10 +67,8 @@ class KVCachingTransformerLM(pz.nn.Layer):
             pz.chk.StructureMismatchError: If `tokens` has other axes than the
                 batch axes plus ``"seq"``.
         """
-        pz.chk.check_structure(
-            tokens,
-            pz.chk.ArraySpec(named_shape={**self.batch_axes, "seq": pz.chk.var("S")}),
-        )
+        expected_shape: dict[Any, Any] = {**self.batch_axes, "seq": pz.chk.var("S")}
+        pz.chk.check_structure(tokens, pz.chk.ArraySpec(named_shape=expected_shape))
         chunk_len = tokens.named_shape["seq"]
         start = self.cache_end_index.value
         previous = self.previous_tokens.value
@@ -123,7 +121,7 @@ class KVCachingTransformerLM(pz.nn.Layer):
             ValueError: If an attention mask reads key positions from a side
                 input other than ``"token_positions"``.
         """
-        cached_axes = {
+        cached_axes: dict[Any, int] = {
             **batch_axes,
             **uncached.metadata.common_head_axes,
             "projection": uncached.metadata.projection_dim,
@@ -163,7 +161,7 @@ class KVCachingTransformerLM(pz.nn.Layer):
             batch_axes=batch_axes,
             pad_id=pad_id,
             previous_tokens=pz.StateVariable(
-                value=pz.nx.zeros({**batch_axes, "seq": cache_len}, dtype=jnp.int32),
+                value=pz.nx.zeros({**batch_axes, "seq": cache_len}, dtype=jnp.int32),  # type: ignore[dict-item]
                 label=f"{variable_name_prefix}/previous_tokens",
             ),
             cache_end_index=pz.StateVariable(

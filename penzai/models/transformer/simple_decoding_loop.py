@@ -64,7 +64,7 @@ def temperature_sample_pyloop(
     count = 0
     while True:
         rng, key = jax.random.split(rng)
-        keys = pz.nx.random_split(key, model.batch_axes)
+        keys = pz.nx.random_split(key, dict(model.batch_axes.items()))
         next_token = pz.nx.nmap(jax.random.categorical)(
             keys, logits.untag("vocabulary") / temperature
         )
@@ -74,10 +74,11 @@ def temperature_sample_pyloop(
         logits = _call_model(model, next_token[{"seq": None}]).untag("seq").squeeze(0)
 
     end = model.cache_end_index.value
-    return pz.nx.concatenate(
+    sampled = pz.nx.concatenate(
         [
             model.previous_tokens.value[{"seq": pz.slice[start:end]}],
             next_token[{"seq": None}].astype(jnp.int32),
         ],
         "seq",
     )
+    return sampled.with_positional_prefix()

@@ -251,7 +251,7 @@ def gemma_from_pretrained_checkpoint(
     def norm_scale(key: str, axis: str) -> pz.nx.NamedArray:
         return _tag(1 + jnp.asarray(params[key]["scale"]), axis)
 
-    global_params = {
+    global_params: dict[str, pz.nx.NamedArrayBase] = {
         "embedder.embeddings": _tag(
             params["embedder"]["input_embedding"], "vocabulary", "embedding"
         ),
@@ -262,7 +262,7 @@ def gemma_from_pretrained_checkpoint(
     block_params = []
     for i in range(config.num_decoder_blocks):
         pre = f"layer_{i}/"
-        block = {
+        block: dict[str, pz.nx.NamedArrayBase] = {
             "pre_attention_norm/scale.weights": norm_scale(f"{pre}pre_attention_norm", "embedding"),
             "pre_ffw_norm/scale.weights": norm_scale(f"{pre}pre_ffw_norm", "embedding"),
         }
@@ -566,7 +566,7 @@ def gemma_from_huggingface_model(
         weight = converted[key]
         return _tag((1 + weight.astype(jnp.float32)).astype(weight.dtype), axis)
 
-    global_params = {
+    global_params: dict[str, pz.nx.NamedArrayBase] = {
         "embedder.embeddings": _tag(
             converted["model.embed_tokens.weight"], "vocabulary", "embedding"
         ),
@@ -579,7 +579,7 @@ def gemma_from_huggingface_model(
     block_params = []
     for i in range(num_layers):
         pre = f"model.layers.{i}."
-        block = {
+        block: dict[str, pz.nx.NamedArrayBase] = {
             "pre_attention_norm/scale.weights": scale(f"{pre}input_layernorm.weight", "embedding"),
             "mlp/gating_linear.weights": _tag(
                 converted[f"{pre}mlp.gate_proj.weight"], "neurons", "embedding"

@@ -389,7 +389,7 @@ def gpt_neox_from_huggingface_model(
         return pz.nx.wrap(array).tag(*names)
 
     e, h, p = hf_config.hidden_size, num_heads, head_dim
-    global_params = {
+    global_params: dict[str, pz.nx.NamedArrayBase] = {
         "embedder.embeddings": tag(converted["gpt_neox.embed_in.weight"], "vocabulary", "embedding"),
         "final_norm/scale.weights": tag(converted["gpt_neox.final_layer_norm.weight"], "embedding"),
         "final_norm/shift.bias": tag(converted["gpt_neox.final_layer_norm.bias"], "embedding"),
@@ -406,7 +406,7 @@ def gpt_neox_from_huggingface_model(
             converted[f"{pre}attention.query_key_value.bias"].reshape(h, 3, p),
             "heads", "qkv", "projection",
         )
-        block = {
+        block: dict[str, pz.nx.NamedArrayBase] = {
             "pre_attention_norm/scale.weights": tag(converted[f"{pre}input_layernorm.weight"], "embedding"),
             "pre_attention_norm/shift.bias": tag(converted[f"{pre}input_layernorm.bias"], "embedding"),
             "pre_ffw_norm/scale.weights": tag(

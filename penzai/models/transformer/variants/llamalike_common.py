@@ -583,7 +583,7 @@ def llamalike_attention_params_from_hf(
     prefix: str,
     converted: dict[str, jax.Array],
     config: LlamalikeTransformerConfig,
-) -> dict[str, pz.nx.NamedArray]:
+) -> dict[str, pz.nx.NamedArrayBase]:
     """Converts HF q/k/v/o projections of one layer to penzai attention weights.
 
     Args:
@@ -634,8 +634,8 @@ def llamalike_attention_params_from_hf(
 
 def bind_converted_params(
     skeleton: Any,
-    global_params: dict[str, pz.nx.NamedArray],
-    block_params: list[dict[str, pz.nx.NamedArray]],
+    global_params: dict[str, pz.nx.NamedArrayBase],
+    block_params: list[dict[str, pz.nx.NamedArrayBase]],
     use_layer_stack: bool,
     name: str = "transformer",
 ) -> Any:
@@ -655,7 +655,7 @@ def bind_converted_params(
     Raises:
         ValueError: If a slot is left unfilled.
     """
-    params: dict[str, pz.nx.NamedArray] = dict(global_params)
+    params: dict[str, pz.nx.NamedArrayBase] = dict(global_params)
     if use_layer_stack and block_params:
         for key in block_params[0]:
             params[f"blocks/{key}"] = pz.nx.stack([b[key] for b in block_params], "blocks")
@@ -737,7 +737,7 @@ def llamalike_from_huggingface_model(
     skeleton = build_llamalike_transformer(pz_config, init_base_rng=None, name="transformer")
 
     converted = hf_state_dict_as_jax(model)
-    global_params = {
+    global_params: dict[str, pz.nx.NamedArrayBase] = {
         "embedder.embeddings": _tag(
             converted["model.embed_tokens.weight"], "vocabulary", "embedding"
         ),
@@ -747,7 +747,7 @@ def llamalike_from_huggingface_model(
     block_params = []
     for i in range(pz_config.num_decoder_blocks):
         pre = f"model.layers.{i}."
-        block = {
+        block: dict[str, pz.nx.NamedArrayBase] = {
             "pre_attention_norm/scale.weights": _tag(
                 converted[f"{pre}input_layernorm.weight"], "embedding"
             ),
