@@ -64,6 +64,8 @@ def test_disable_enable_and_maybe_dropout():
   assert isinstance(disabled, pz.nn.Identity)
   assert disabled.drop_rate == 0.2
   assert disabled.share_across_axes == ("s",)
+  # Unlike upstream, the stream name survives a disable/enable round trip.
+  assert disabled.random_stream_input_name == "rng"
   x = pz.nx.ones({"s": 3})
   assert disabled(x) is x
   assert disabled.enable() == stochastic
