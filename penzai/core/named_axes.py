@@ -436,6 +436,106 @@ def _nmap_with_doc(
   return wrapped
 
 
+_PYTHON_SCALAR_TYPES = (bool, int, float, complex)
+
+
+def _aligned_data(
+    view: NamedArrayView, names: Sequence[AxisName], positional_rank: int
+) -> jax.Array:
+  """Data of `view` laid out as `[names..., positional...]` for broadcasting.
+
+  Names missing from `view` and missing leading positional axes get size 1
+  (leading size-1 axes are left implicit when broadcasting allows it).
+  """
+  named = view.data_axis_for_name
+  perm = (
+      *(named[name] for name in names if name in named),
+      *view.data_axis_for_logical_axis,
+  )
+  data = jnp.asarray(view.data_array)
+  if perm != tuple(range(len(perm))):
+    data = jnp.transpose(data, perm)
+  positional = view.positional_shape
+  target = (
+      *(view.data_shape[named[name]] if name in named else 1 for name in names),
+      *([1] * (positional_rank - len(positional))),
+      *positional,
+  )
+  current = tuple(data.shape)
+  num_implicit = len(target) - len(current)
+  if target[num_implicit:] != current or any(
+      size != 1 for size in target[:num_implicit]
+  ):
+    data = jnp.reshape(data, target)
+  return data
+
+
+def _elementwise_fast_path(
+    fun: Callable[..., Any], array: NamedArrayBase, others: tuple[Any, ...]
+) -> Any:
+  """Applies an elementwise operator by broadcasting, without `jax.vmap`.
+
+  Gives exactly the result (values and L5 layout) of `nmap(fun)(array,
+  *others)`, or returns `NotImplemented` if this shortcut does not apply
+  (unsupported operand types or inconsistent axis sizes; `nmap` then handles
+  the call, including error reporting).
+  """
+  views = [array.as_namedarrayview()]
+  raw_other = None
+  for other in others:
+    if isinstance(other, NamedArrayBase):
+      views.append(other.as_namedarrayview())
+    elif isinstance(other, (jax.Array, np.ndarray, np.generic)) or (
+        type(other) in _PYTHON_SCALAR_TYPES
+    ):
+      raw_other = other
+    else:
+      return NotImplemented
+  sizes: dict[AxisName, int] = {}
+  for view in views:
+    data_shape = view.data_shape
+    for name, data_axis in view.data_axis_for_name.items():
+      if sizes.setdefault(name, data_shape[data_axis]) != data_shape[data_axis]:
+        return NotImplemented
+  names = tuple(sizes)
+  positional_rank = max(len(view.data_axis_for_logical_axis) for view in views)
+  if raw_other is not None:
+    positional_rank = max(positional_rank, np.ndim(raw_other))
+    if isinstance(raw_other, (np.ndarray, np.generic)):
+      raw_other = jnp.asarray(raw_other)
+  operands = [_aligned_data(view, names, positional_rank) for view in views]
+  if raw_other is not None:
+    operands.append(raw_other)
+  result = fun(*operands)
+  expected_ndim = len(names) + positional_rank
+
+  def wrap_result(value: Any) -> NamedArray | NamedArrayView:
+    value = jnp.asarray(value)
+    if value.ndim < expected_ndim:
+      value = jnp.reshape(
+          value, (*([1] * (expected_ndim - value.ndim)), *value.shape)
+      )
+    return _wrap_nmap_output(value, names)
+
+  if isinstance(result, tuple):
+    return tuple(wrap_result(value) for value in result)
+  return wrap_result(result)
+
+
+def _elementwise_op(fun: Callable[..., Any], fun_name: str) -> Callable[..., Any]:
+  """A name-vectorized operator method (`nmap(fun)` with a fast path)."""
+  slow = _nmap_with_doc(fun, fun_name)
+
+  @functools.wraps(slow)
+  def operator_method(self: NamedArrayBase, *others: Any) -> Any:
+    result = _elementwise_fast_path(fun, self, others)
+    if result is NotImplemented:
+      return slow(self, *others)
+    return result
+
+  return operator_method
+
+
 def _swapped_binop(binop: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
   """Returns `binop` with its two arguments swapped (for reflected ops)."""
 
@@ -1061,53 +1161,53 @@ class NamedArrayBase(abc.ABC):
 
   # Operators (elementwise, vectorized over names).
 
-  __lt__ = _nmap_with_doc(operator.lt, "jax.Array.__lt__")
-  __le__ = _nmap_with_doc(operator.le, "jax.Array.__le__")
-  __eq__ = _nmap_with_doc(operator.eq, "jax.Array.__eq__")  # type: ignore[assignment]
-  __ne__ = _nmap_with_doc(operator.ne, "jax.Array.__ne__")  # type: ignore[assignment]
-  __ge__ = _nmap_with_doc(operator.ge, "jax.Array.__ge__")
-  __gt__ = _nmap_with_doc(operator.gt, "jax.Array.__gt__")
+  __lt__ = _elementwise_op(operator.lt, "jax.Array.__lt__")
+  __le__ = _elementwise_op(operator.le, "jax.Array.__le__")
+  __eq__ = _elementwise_op(operator.eq, "jax.Array.__eq__")  # type: ignore[assignment]
+  __ne__ = _elementwise_op(operator.ne, "jax.Array.__ne__")  # type: ignore[assignment]
+  __ge__ = _elementwise_op(operator.ge, "jax.Array.__ge__")
+  __gt__ = _elementwise_op(operator.gt, "jax.Array.__gt__")
 
-  __add__ = _nmap_with_doc(operator.add, "jax.Array.__add__")
-  __sub__ = _nmap_with_doc(operator.sub, "jax.Array.__sub__")
-  __mul__ = _nmap_with_doc(operator.mul, "jax.Array.__mul__")
-  __truediv__ = _nmap_with_doc(operator.truediv, "jax.Array.__truediv__")
-  __floordiv__ = _nmap_with_doc(operator.floordiv, "jax.Array.__floordiv__")
-  __mod__ = _nmap_with_doc(operator.mod, "jax.Array.__mod__")
-  __divmod__ = _nmap_with_doc(divmod, "jax.Array.__divmod__")
-  __pow__ = _nmap_with_doc(operator.pow, "jax.Array.__pow__")
-  __lshift__ = _nmap_with_doc(operator.lshift, "jax.Array.__lshift__")
-  __rshift__ = _nmap_with_doc(operator.rshift, "jax.Array.__rshift__")
-  __and__ = _nmap_with_doc(operator.and_, "jax.Array.__and__")
-  __or__ = _nmap_with_doc(operator.or_, "jax.Array.__or__")
-  __xor__ = _nmap_with_doc(operator.xor, "jax.Array.__xor__")
+  __add__ = _elementwise_op(operator.add, "jax.Array.__add__")
+  __sub__ = _elementwise_op(operator.sub, "jax.Array.__sub__")
+  __mul__ = _elementwise_op(operator.mul, "jax.Array.__mul__")
+  __truediv__ = _elementwise_op(operator.truediv, "jax.Array.__truediv__")
+  __floordiv__ = _elementwise_op(operator.floordiv, "jax.Array.__floordiv__")
+  __mod__ = _elementwise_op(operator.mod, "jax.Array.__mod__")
+  __divmod__ = _elementwise_op(divmod, "jax.Array.__divmod__")
+  __pow__ = _elementwise_op(operator.pow, "jax.Array.__pow__")
+  __lshift__ = _elementwise_op(operator.lshift, "jax.Array.__lshift__")
+  __rshift__ = _elementwise_op(operator.rshift, "jax.Array.__rshift__")
+  __and__ = _elementwise_op(operator.and_, "jax.Array.__and__")
+  __or__ = _elementwise_op(operator.or_, "jax.Array.__or__")
+  __xor__ = _elementwise_op(operator.xor, "jax.Array.__xor__")
 
-  __radd__ = _nmap_with_doc(_swapped_binop(operator.add), "jax.Array.__radd__")
-  __rsub__ = _nmap_with_doc(_swapped_binop(operator.sub), "jax.Array.__rsub__")
-  __rmul__ = _nmap_with_doc(_swapped_binop(operator.mul), "jax.Array.__rmul__")
-  __rtruediv__ = _nmap_with_doc(
+  __radd__ = _elementwise_op(_swapped_binop(operator.add), "jax.Array.__radd__")
+  __rsub__ = _elementwise_op(_swapped_binop(operator.sub), "jax.Array.__rsub__")
+  __rmul__ = _elementwise_op(_swapped_binop(operator.mul), "jax.Array.__rmul__")
+  __rtruediv__ = _elementwise_op(
       _swapped_binop(operator.truediv), "jax.Array.__rtruediv__"
   )
-  __rfloordiv__ = _nmap_with_doc(
+  __rfloordiv__ = _elementwise_op(
       _swapped_binop(operator.floordiv), "jax.Array.__rfloordiv__"
   )
-  __rmod__ = _nmap_with_doc(_swapped_binop(operator.mod), "jax.Array.__rmod__")
-  __rdivmod__ = _nmap_with_doc(_swapped_binop(divmod), "jax.Array.__rdivmod__")
-  __rpow__ = _nmap_with_doc(_swapped_binop(operator.pow), "jax.Array.__rpow__")
-  __rlshift__ = _nmap_with_doc(
+  __rmod__ = _elementwise_op(_swapped_binop(operator.mod), "jax.Array.__rmod__")
+  __rdivmod__ = _elementwise_op(_swapped_binop(divmod), "jax.Array.__rdivmod__")
+  __rpow__ = _elementwise_op(_swapped_binop(operator.pow), "jax.Array.__rpow__")
+  __rlshift__ = _elementwise_op(
       _swapped_binop(operator.lshift), "jax.Array.__rlshift__"
   )
-  __rrshift__ = _nmap_with_doc(
+  __rrshift__ = _elementwise_op(
       _swapped_binop(operator.rshift), "jax.Array.__rrshift__"
   )
-  __rand__ = _nmap_with_doc(_swapped_binop(operator.and_), "jax.Array.__rand__")
-  __ror__ = _nmap_with_doc(_swapped_binop(operator.or_), "jax.Array.__ror__")
-  __rxor__ = _nmap_with_doc(_swapped_binop(operator.xor), "jax.Array.__rxor__")
+  __rand__ = _elementwise_op(_swapped_binop(operator.and_), "jax.Array.__rand__")
+  __ror__ = _elementwise_op(_swapped_binop(operator.or_), "jax.Array.__ror__")
+  __rxor__ = _elementwise_op(_swapped_binop(operator.xor), "jax.Array.__rxor__")
 
-  __abs__ = _nmap_with_doc(operator.abs, "jax.Array.__abs__")
-  __neg__ = _nmap_with_doc(operator.neg, "jax.Array.__neg__")
-  __pos__ = _nmap_with_doc(operator.pos, "jax.Array.__pos__")
-  __invert__ = _nmap_with_doc(operator.inv, "jax.Array.__invert__")
+  __abs__ = _elementwise_op(operator.abs, "jax.Array.__abs__")
+  __neg__ = _elementwise_op(operator.neg, "jax.Array.__neg__")
+  __pos__ = _elementwise_op(operator.pos, "jax.Array.__pos__")
+  __invert__ = _elementwise_op(operator.inv, "jax.Array.__invert__")
 
   # Scalar conversions (only for arrays without any axes).
 

@@ -225,7 +225,7 @@ def test_nmap_under_lax_scan():
 _SIZES = {"a": 2, "b": 3, "c": 4}
 
 
-@settings(max_examples=15)
+@settings(max_examples=8)
 @given(data=st.data())
 def test_nmap_agrees_with_nested_vmap(data):
   x_names = data.draw(st.permutations(["a", "b", "c"]))
@@ -250,3 +250,31 @@ def test_nmap_agrees_with_nested_vmap(data):
   reference = f(xc, yc)
   np.testing.assert_allclose(result.unwrap("a", "b", "c"), reference, rtol=1e-5)
   assert list(result.named_shape) == list(dict.fromkeys([*x_names, *y_names]))
+
+
+@settings(max_examples=6)
+@given(data=st.data())
+def test_operators_match_nmap_of_operator_exactly(data):
+  x_names = data.draw(st.permutations(["a", "b"]))
+  x_untag = data.draw(st.sampled_from([(), ("a",), ("b", "a")]))
+  y_names = data.draw(st.sampled_from([["b"], ["c", "a"], []]))
+  y_pos = data.draw(st.sampled_from([(), (2,), (1, 2)]))
+  x = nx.wrap(_arange(*[_SIZES[n] for n in x_names], 2), *x_names, "p")
+  x = x.untag("p") if not x_untag else x.untag(*x_untag, "p")
+  y = nx.wrap(_arange(*[_SIZES[n] for n in y_names], *y_pos) + 1.0)
+  y = y.tag_prefix(*y_names)
+  structure = jax.tree_util.tree_structure
+
+  def check_same(fast, slow):
+    assert structure(fast) == structure(slow)
+    np.testing.assert_allclose(fast.data_array, slow.data_array)
+
+  for other in (y, 2.0, jnp.ones((3, 1, 2))):
+    if isinstance(other, jax.Array) and x.positional_shape != (2,):
+      continue
+    check_same(x * other, nx.nmap(lambda p, q: p * q)(x, other))
+    if nx.is_namedarray(other):
+      check_same(other - x, nx.nmap(lambda p, q: p - q)(other, x))
+    else:
+      check_same(other - x, nx.nmap(lambda p, q: q - p)(x, other))
+  check_same(-x, nx.nmap(lambda p: -p)(x))
