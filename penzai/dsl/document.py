@@ -168,6 +168,7 @@ def validate_data(data: Any, locator: Locator | None = None) -> ModelSpec:
   locator = locator or Locator()
   if not isinstance(data, dict):
     raise SpecError([locator.issue("type", f"a spec document must be a mapping, got {type(data).__name__}", ())])
+  raw = data
   data, issues = resolve_document(data, locator)
   try:
     spec = ModelSpec.model_validate(data)
@@ -178,7 +179,7 @@ def validate_data(data: Any, locator: Locator | None = None) -> ModelSpec:
     raise SpecError(_sorted(issues))
   from penzai.dsl import semantics
 
-  semantics.attach_locator(spec, locator)
+  semantics.attach_locator(spec, locator, raw)
   return spec
 
 

@@ -39,7 +39,7 @@ class _Draft:
   children: list[tuple[tuple[Any, ...], "_Draft"]] = dataclasses.field(default_factory=list)
   leaf_name: str | None = None  # build name implied by the node's own labels
   prefix: str | None = None  # for containers: common label prefix of descendants
-  param_ids: tuple[int, ...] = ()
+  param_ids: tuple[str, ...] = ()
   first_input: dict[str, Any] | None = None  # inferred input contract of this node
   positions: tuple[str, ...] = ()  # side inputs of token positions read below
 
@@ -68,14 +68,18 @@ class _Recoverer:
     self.pz = pz
     self.seen: dict[Any, _Draft] = {}
     self.by_object: dict[int, _Draft] = {}
-    self.tables: dict[int, _Draft] = {}
+    self.tables: dict[str, _Draft] = {}
     self.next_id = 0
     self.keepalive: list[Any] = []
 
   # -- parameters ------------------------------------------------------------
 
-  def _param(self, param: Any, path: str, suffix: str, drop: tuple[str, ...]) -> tuple[str, dict[str, int], str, int]:
-    """(build name, named shape, dtype, object id) of a parameter with label `{name}{suffix}`."""
+  def _param(self, param: Any, path: str, suffix: str, drop: tuple[str, ...]) -> tuple[str, dict[str, int], str, str]:
+    """(build name, named shape, dtype, identity key) of a parameter with label `{name}{suffix}`.
+
+    Parameters are identified by label (unique in a valid model), so frozen
+    copies of one shared parameter are still recognized as shared.
+    """
     pz = self.pz
     label = getattr(param, "label", None)
     if isinstance(param, pz.ParameterSlot):
@@ -86,7 +90,7 @@ class _Recoverer:
       raise _Unsupported(f"parameter label {label!r} does not end with {suffix!r} as this layer type requires", path)
     value = param.value
     shape = {k: int(v) for k, v in value.named_shape.items() if k not in drop}
-    return label[: -len(suffix)], shape, str(value.dtype), id(param)
+    return label[: -len(suffix)], shape, str(value.dtype), label
 
   def _new_id(self, draft: _Draft) -> str:
     if "id" not in draft.data:
@@ -217,7 +221,7 @@ class _Recoverer:
       self.tables[pid] = draft
       return draft
     if t is nn.EmbeddingDecode:
-      pid = id(layer.table.embeddings)
+      pid = getattr(layer.table.embeddings, "label", None)
       lookup = self.tables.get(pid)
       if lookup is None:
         raise _Unsupported("EmbeddingDecode whose table is not used by an earlier EmbeddingLookup", path)
@@ -300,7 +304,7 @@ class _Recoverer:
     if not subs or type(subs[0]) is not std_t or type(subs[1]) is not nn.Linear or len(subs) != (3 if is_ln else 2):
       raise _Unsupported(f"{type(layer).__name__} with unexpected sublayers", path)
     name, shape, dtype, pid = self._param(subs[1].weights, path, "/scale.weights", drop)
-    pids: tuple[int, ...] = (pid,)
+    pids: tuple[str, ...] = (pid,)
     if is_ln:
       sname, _, _, sid = self._param(subs[2].bias, path, "/shift.bias", drop)
       if sname != name:
@@ -400,7 +404,9 @@ def _float(value: Any, path: str) -> float:
       return float(str(np.float32(np.asarray(value, dtype=np.float32))))
     return float(value)
   except (TypeError, ValueError):
-    raise _Unsupported(f"expected a scalar, got {value!r}", path) from None
+    raise _Unsupported(
+        f"expected a concrete scalar, got {value!r} (trees returned by jax.eval_shape lose scalar"
+        " fields such as epsilons; use a concretely built model)", path) from None
 
 
 def spec_of(model: Any, name: str | None = None, input: Any = None, side_inputs: dict[str, Any] | None = None) -> Any:  # noqa: A002

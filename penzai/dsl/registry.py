@@ -104,6 +104,8 @@ def register_layer(
   """
   from penzai.dsl import nodes
 
+  if type_name in _LAYER_TYPES and not _LAYER_TYPES[type_name].user and not replace:
+    raise ValueError(f"{type_name!r} is a built-in layer type")
   if not (isinstance(spec_cls, type) and issubclass(spec_cls, nodes.LayerNode)):
     raise TypeError(f"spec_cls for {type_name!r} must subclass dsl.LayerNode, got {spec_cls!r}")
   type_field = spec_cls.model_fields.get("type")
@@ -111,13 +113,11 @@ def register_layer(
     raise ValueError(
         f"spec class {spec_cls.__name__} must declare `type: Literal[{type_name!r}] = {type_name!r}`"
     )
-  if type_name in _LAYER_TYPES and not _LAYER_TYPES[type_name].user and not replace:
-    raise ValueError(f"{type_name!r} is a built-in layer type")
 
   def build(spec: Any, name: str, init_base_rng: Any, ctx: Any) -> Any:
     return builder(spec, name, init_base_rng)
 
-  def rule(spec: Any, value: Any, ctx: Any) -> Any:
+  def rule(spec: Any, value: Any, ctx: Any, path: Any, name: str) -> Any:
     return ctx.user_rule(shape_rule, spec, value)
 
   add_layer_type(

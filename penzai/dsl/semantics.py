@@ -38,14 +38,20 @@ def root_name(spec: Any, name: str | None = None) -> str:
   return join(base, own or "")
 
 
-_LOCATORS: dict[int, tuple[Any, Locator]] = {}
+_LOCATORS: dict[int, tuple[Any, Locator, Any]] = {}
 
 
-def attach_locator(spec: Any, locator: Locator) -> None:
-  """Remembers where a loaded spec came from (for positioned errors later)."""
+def attach_locator(spec: Any, locator: Locator, raw: Any = None) -> None:
+  """Remembers where a loaded spec came from (positions, and its unresolved data for sweeps)."""
   if len(_LOCATORS) > 256:
     _LOCATORS.pop(next(iter(_LOCATORS)))
-  _LOCATORS[id(spec)] = (spec, locator)
+  _LOCATORS[id(spec)] = (spec, locator, raw)
+
+
+def raw_data_of(spec: Any) -> Any:
+  """The loaded document data of `spec` with `${...}` references unresolved (None if built in Python)."""
+  hit = _LOCATORS.get(id(spec))
+  return hit[2] if hit is not None and hit[0] is spec else None
 
 
 def locator_of(spec: Any) -> Locator:

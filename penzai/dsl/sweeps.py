@@ -76,6 +76,11 @@ def _base_data(base: Any) -> tuple[Any, Locator]:
     except OSError as e:
       raise SpecError([SpecIssue("io", f"cannot read base spec: {e}", (), path)]) from None
     return parse_yaml(text, path)
+  from penzai.dsl import semantics
+
+  raw = semantics.raw_data_of(base)
+  if raw is not None:
+    return raw, semantics.locator_of(base)
   return to_data(base), Locator(file=None)
 
 

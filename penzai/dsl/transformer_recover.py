@@ -30,7 +30,7 @@ def _params(tree: Any) -> list[Any]:
   return list(pz.select(tree).at_instances_of(pz.Parameter | pz.ParameterValue | pz.ParameterSlot).get_sequence())
 
 
-def transformer_data(rec: Any, layer: Any, path: str) -> tuple[dict[str, Any], str, tuple[int, ...]]:
+def transformer_data(rec: Any, layer: Any, path: str) -> tuple[dict[str, Any], str, tuple[str, ...]]:
   """(node data, build name, parameter object ids) for a TransformerLM."""
   from penzai import pz
 
@@ -47,7 +47,7 @@ def transformer_data(rec: Any, layer: Any, path: str) -> tuple[dict[str, Any], s
   if not table_label.endswith("/embedder.embeddings"):
     raise _fail(f"unexpected embedding label {table_label!r}", path)
   name = table_label[: -len("/embedder.embeddings")]
-  pids = tuple(dict.fromkeys(id(p) for p in params))
+  pids = tuple(dict.fromkeys(p.label for p in params))
   pdtype = str(body.sublayers[0].table.embeddings.value.dtype)
   import jax.numpy as jnp
 
