@@ -203,13 +203,29 @@ class StatefulTrainer(struct.Struct):
         step_fn=step_fn,
     )
 
+  def _unbound_model(
+      self,
+  ) -> tuple[ModelPyTree, tuple[variables.AbstractVariable, ...]]:
+    """`pz.unbind_variables(self.model)`, computed once per trainer.
+
+    The model is an immutable tree holding the same variable objects for the
+    trainer's whole life, so the slotted model and the variable list never
+    change; only the variables' values and metadata do (read every step).
+    """
+    cached = self.__dict__.get("_unbound_model_cache")
+    if cached is None or cached[0] is not self.model:
+      stateless_model, all_vars = variables.unbind_variables(self.model)
+      cached = (self.model, stateless_model, all_vars)
+      object.__setattr__(self, "_unbound_model_cache", cached)
+    return cached[1], cached[2]
+
   def step(self, **kwargs: Any) -> AuxOutPyTree:
     """Runs one training step; keyword arguments go to the loss function.
 
     Returns:
       The auxiliary outputs of the loss function.
     """
-    stateless_model, all_vars = variables.unbind_variables(self.model)
+    stateless_model, all_vars = self._unbound_model()
     trainable: list[variables.Parameter] = []
     frozen: list[variables.Parameter] = []
     state_vars: list[variables.StateVariable] = []
@@ -231,9 +247,19 @@ class StatefulTrainer(struct.Struct):
         optimizer_def=self.optimizer_def,
         kwargs=kwargs,
     )
-    for var, new_value in zip(trainable, new_params):
-      var.update(new_value)
-    for var, new_value in zip(state_vars, new_state_vars):
-      var.update(new_value)
-    self.state.value = new_state
+    if self.step_fn is _stateful_trainer_step:
+      for var, new_value in zip(trainable, new_params):
+        var.update(new_value)
+      for var, new_value in zip(state_vars, new_state_vars):
+        var.update(new_value)
+      self.state.value = new_state
+    else:
+      # Outputs of the jitted step are already JAX arrays with the variables'
+      # own labels, so the per-leaf conversion of the `.value` setter is
+      # skipped (it costs as much as the step itself for small models).
+      for var, new_value in zip(trainable, new_params):
+        var._raw_value = new_value.value  # pylint: disable=protected-access
+      for var, new_value in zip(state_vars, new_state_vars):
+        var._raw_value = new_value.value  # pylint: disable=protected-access
+      self.state._raw_value = new_state  # pylint: disable=protected-access
     return aux
