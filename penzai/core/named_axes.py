@@ -74,6 +74,9 @@ _IDENTITY_KEYED_TYPES: tuple[type[Any], ...] = (
 )
 
 _MAX_KEY_DEPTH = 6
+_SIMPLE_KEY_TYPES = frozenset(
+    {type(None), type(Ellipsis), bool, int, str, bytes}
+)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -95,8 +98,12 @@ def _static_key(obj: Any, depth: int = 0) -> Hashable:
   if depth > _MAX_KEY_DEPTH:
     raise _Uncacheable()
   kind = type(obj)
-  if obj is None or obj is Ellipsis or kind in (bool, int, str, bytes):
+  if kind in _SIMPLE_KEY_TYPES:
     return (kind, obj)
+  if kind is types.ModuleType:
+    return ("id", id(obj), obj)
+  if kind is types.FunctionType:
+    return _function_key(obj, depth)
   if kind in (float, complex):
     return (kind, repr(obj))
   if isinstance(obj, (tuple, list)):
@@ -452,7 +459,9 @@ def _aligned_data(
       *(named[name] for name in names if name in named),
       *view.data_axis_for_logical_axis,
   )
-  data = jnp.asarray(view.data_array)
+  data = view.data_array
+  if not isinstance(data, jax.Array):
+    data = jnp.asarray(data)
   if perm != tuple(range(len(perm))):
     data = jnp.transpose(data, perm)
   positional = view.positional_shape
@@ -510,7 +519,8 @@ def _elementwise_fast_path(
   expected_ndim = len(names) + positional_rank
 
   def wrap_result(value: Any) -> NamedArray | NamedArrayView:
-    value = jnp.asarray(value)
+    if not isinstance(value, jax.Array):
+      value = jnp.asarray(value)
     if value.ndim < expected_ndim:
       value = jnp.reshape(
           value, (*([1] * (expected_ndim - value.ndim)), *value.shape)
