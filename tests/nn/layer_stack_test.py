@@ -368,3 +368,22 @@ def test_kv_caching_attention_inside_layer_stack():
   assert list(k_cache.named_shape)[0] == "layers"
   k = k_cache.unwrap("layers", "batch", "proj", "kv_seq")
   assert np.any(k[:, :, :, 0] != 0) and not np.any(k[:, :, :, 1:])
+
+
+def test_random_stream_side_input_is_threaded_through_layers():
+  def build_dropout(init_base_rng):
+    del init_base_rng
+    return pz.nn.StochasticDropout(0.5)
+
+  stack = pz.nn.LayerStack.from_sublayer_builder(
+      build_dropout, "layers", N_LAYERS, None, {}
+  )
+  x = pz.nx.ones({"batch": 2, "features": FEATURES})
+  stream = pz.RandomStream.from_base_key(jax.random.key(4))
+  out = stack(x, random_stream=stream)
+  assert int(stream.offset.value) == N_LAYERS
+  unrolled = pz.nn.Sequential([pz.nn.StochasticDropout(0.5)] * N_LAYERS)
+  expected = unrolled(x, random_stream=pz.RandomStream.from_base_key(jax.random.key(4)))
+  np.testing.assert_array_equal(
+      out.unwrap("batch", "features"), expected.unwrap("batch", "features")
+  )
