@@ -202,7 +202,10 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, Locator]:
   if not isinstance(text, str):
     raise SpecError([SpecIssue("syntax", "document must be text", (), file, None, None)])
   masked, matches = _mask_references(text)
-  loader = yaml.SafeLoader(masked)
+  try:
+    loader = yaml.SafeLoader(masked)
+  except yaml.YAMLError as e:
+    raise SpecError([SpecIssue("syntax", f"YAML error: {e}", (), file, None, None)]) from None
   try:
     try:
       node = loader.get_single_node()
@@ -211,7 +214,7 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, Locator]:
       message = " ".join(str(p) for p in (e.context, e.problem) if p) or "invalid YAML"
       line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
       raise SpecError([SpecIssue("syntax", f"YAML syntax error: {message}", (), file, line, col)]) from None
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, RecursionError) as e:
       raise SpecError([SpecIssue("syntax", f"YAML error: {e}", (), file, None, None)]) from None
     if node is None:
       raise SpecError([SpecIssue("syntax", "empty document", (), file, 1, 1)])

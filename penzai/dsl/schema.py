@@ -46,12 +46,9 @@ def json_schema() -> dict[str, Any]:
     ref = refs[(cls, "validation")]["$ref"]
     layer_refs.append({"$ref": ref})
     schema = defs[ref.split("/")[-1]]
-    required = list(schema.get("required", []))
     type_name = cls.model_fields["type"].default
-    for key in ["type", variant_types.get(type_name)]:
-      if key and key not in required:
-        required.insert(0 if key == "type" else 1, key)
-    schema["required"] = required
+    first = [k for k in ("type", variant_types.get(type_name)) if k]
+    schema["required"] = first + [k for k in schema.get("required", []) if k not in first]
   defs["Layer"] = {"description": "A layer node: a mapping with a `type` key.", "oneOf": layer_refs}
   root_ref = refs[(ModelSpec, "validation")]["$ref"].split("/")[-1]
   root = dict(defs.pop(root_ref))
