@@ -1,6 +1,7 @@
 """Tests for named arrays: construction, validation, axis manipulation, ops."""
 
 import collections
+import dataclasses
 import re
 
 import jax
@@ -645,3 +646,48 @@ def test_arithmetic_is_independent_of_axis_order(data):
       (nyy * nxx).unwrap("c", "b", "a"),
       np.transpose(x[:, :, None] * y[None, :, :], (2, 1, 0)),
   )
+
+
+# ------------------------------------------------------------ misc behaviour
+
+
+def test_order_like_rejects_other_objects_with_check_valid():
+  class Fake:
+
+    def check_valid(self):
+      pass
+
+  with pytest.raises(
+      TypeError, match="`order_like` requires a NamedArray or NamedArrayView, but got Fake"
+  ):
+    nx.wrap(jnp.ones(2), "a").order_like(Fake())
+
+
+def test_item_with_named_axes_fails_to_concretize():
+  with pytest.raises(jax.errors.ConcretizationTypeError):
+    nx.wrap(jnp.ones((2, 1)), "a", "b").item()
+
+
+def test_rendering_hooks():
+  arr = nx.wrap(jnp.arange(3.0), "foo")
+  assert "NamedArray" in repr(arr)
+  adapter = arr.__treescope_ndarray_adapter__()
+  assert adapter is not None
+
+
+def test_scan_reverse_and_view_carry():
+  xs = nx.wrap(_arange(3, 2), "t", "f")
+  init = nx.zeros({"f": 2}).untag("f")
+
+  def step(carry, x):
+    return carry + x.untag("f"), None
+
+  carry, _ = nx.scan(step, "t", init, xs, reverse=True)
+  assert isinstance(carry, nx.NamedArrayView)
+  np.testing.assert_allclose(carry.unwrap(), _arange(3, 2).sum(0))
+
+
+def test_named_arrays_are_frozen():
+  arr = nx.wrap(jnp.ones(2), "a")
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    arr.data_array = jnp.zeros(2)
