@@ -185,7 +185,8 @@ def test_as_namedarrayview_layout():
   arr = arr.with_positional_prefix()
   view = arr.as_namedarrayview()
   assert view.data_axis_for_logical_axis == (0, 1)
-  assert view.data_axis_for_name == {"p": 2} or view.data_axis_for_name
+  assert view.data_axis_for_name == {"p": 2}
+  assert view.data_shape == (3, 4, 2)
   assert view.as_namedarrayview() is view
 
 
@@ -250,7 +251,7 @@ def test_unwrap_errors_and_orders():
   data = _arange(2, 3)
   arr = nx.wrap(data, "a", "b")
   np.testing.assert_array_equal(arr.unwrap("b", "a"), data.T)
-  assert arr.unwrap("a", "b") is not None
+  assert arr.unwrap("a", "b") is data
   with pytest.raises(ValueError, match="an ordering for its named axes must"):
     arr.unwrap()
   with pytest.raises(ValueError, match=re.escape("Unassigned names: {'b': 3}")):
@@ -340,19 +341,15 @@ def test_broadcast_to_and_like():
     nx.wrap(jnp.ones(3), "a").broadcast_to((), {"a": 1})
   with pytest.raises(ValueError):
     nx.wrap(jnp.ones((3,))).broadcast_to((2,))
-  other = nx.wrap(jnp.ones((2, 4)), "c").untag_prefix() if False else None
   like = nx.wrap(jnp.ones(3), "a").broadcast_like(nx.zeros({"c": 2, "a": 3}))
   assert like.named_shape == {"a": 3, "c": 2}
   assert like.positional_shape == ()
   plain = nx.wrap(jnp.ones(3), "a").broadcast_like(jnp.ones((2, 2)))
   assert plain.positional_shape == (2, 2)
-  del other
 
 
 def test_iteration():
   arr = nx.wrap(_arange(2, 3)).tag_prefix("a")
-  rows = list(nx.wrap(_arange(2, 3)).tag_prefix("a").untag_prefix())
-  del rows
   items = list(arr)
   assert len(items) == 3
   np.testing.assert_array_equal(items[1].unwrap("a"), [1.0, 4.0])
