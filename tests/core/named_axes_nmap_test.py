@@ -278,3 +278,20 @@ def test_operators_match_nmap_of_operator_exactly(data):
     else:
       check_same(other - x, nx.nmap(lambda p, q: q - p)(x, other))
   check_same(-x, nx.nmap(lambda p: -p)(x))
+
+
+def test_nmap_puts_logical_axes_in_order_inside_fun():
+  raw = _arange(2, 3, 4)
+  x = nx.wrap(raw, "a", "b", "c").untag("c", "a")
+  seen = []
+
+  def fun(v):
+    seen.append(v.shape)
+    return v
+
+  out = nx.nmap(fun)(x)
+  assert seen == [(4, 2)]
+  assert out.positional_shape == (4, 2)
+  np.testing.assert_array_equal(
+      out.untag_prefix("b").unwrap(), np.transpose(raw, (1, 2, 0))
+  )
