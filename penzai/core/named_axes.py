@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import collections.abc
 import dataclasses
 import enum
 import functools
@@ -30,7 +31,7 @@ import ordered_set  # pylint: disable=unused-import
 
 from penzai.core import struct
 
-AxisName: typing.TypeAlias = Hashable
+AxisName: typing.TypeAlias = collections.abc.Hashable
 
 _INTEGER_NAME_MESSAGE = (
     "Integers are not allowed as axis names, to avoid confusion with"
