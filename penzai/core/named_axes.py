@@ -805,6 +805,35 @@ def _positional_update(
   )
 
 
+def _indexed_positional_shape(
+    positional_shape: tuple[int, ...], index: tuple[Any, ...]
+) -> tuple[int, ...]:
+  """Positional shape of `x[index]` for `x` of the given positional shape.
+
+  Same result as `jax.eval_shape` of the (vectorized) indexing, computed with
+  numpy on a zero-stride stand-in array, so nothing is traced or compiled.
+  """
+  stand_in_index: list[Any] = []
+  for part in index:
+    if part is None:
+      stand_in_index.append(None)
+    elif isinstance(part, slice):
+      stand_in_index.append(
+          slice(*(
+              None if bound is None else int(bound)
+              for bound in (part.start, part.stop, part.step)
+          ))
+      )
+    elif isinstance(part, NamedArrayBase):
+      stand_in_index.append(np.zeros(part.positional_shape, np.intp))
+    elif isinstance(part, int):
+      stand_in_index.append(0)
+    else:
+      stand_in_index.append(np.zeros(np.shape(part), np.intp))
+  stand_in = np.broadcast_to(np.zeros((), np.bool_), positional_shape)
+  return tuple(stand_in[tuple(stand_in_index)].shape)
+
+
 def _dict_update(
     array: NamedArrayBase,
     indexer: Mapping[AxisName, Any],
@@ -814,8 +843,12 @@ def _dict_update(
 ) -> NamedArray | NamedArrayView:
   parsed = _parse_dict_index(indexer)
   value = values if isinstance(values, NamedArrayBase) else wrap(values)
-  result_struct = jax.eval_shape(lambda: _dict_get(array, indexer, {}))
-  result_shape = tuple(result_struct.positional_shape)
+  untagged = array.untag_prefix(*parsed.sliced, *parsed.indexed)
+  # Positional shape of `array[indexer]`: introduced and sliced names are
+  # named again in that result, so they are not positional.
+  result_shape = _indexed_positional_shape(
+      untagged.positional_shape, parsed.positional_index
+  )[len(parsed.introduced) + len(parsed.sliced) :]
   value_shape = tuple(value.positional_shape)
   if len(value_shape) > len(result_shape) or any(
       v != 1 and v != r
@@ -835,7 +868,6 @@ def _dict_update(
   ]
   if missing:
     value = value[{name: None for name in missing}]
-  untagged = array.untag_prefix(*parsed.sliced, *parsed.indexed)
   updated = _positional_update(
       untagged,
       parsed.positional_index,

@@ -232,3 +232,45 @@ def test_indexing_under_jit_and_grad():
   expected = np.zeros_like(_DATA)
   expected[0, 1] = 1.0
   np.testing.assert_array_equal(grad.unwrap("n", "m"), expected)
+
+
+@pytest.mark.parametrize(
+    "indexer",
+    [
+        {"n": 1},
+        {"m": slice(1, 3)},
+        {"m": jnp.array([0, 3]), "n": slice(0, 2)},
+        {"new": None, "n": jnp.array([[0], [2]])},
+    ],
+)
+def test_dict_update_accepts_values_shaped_like_the_get_result(indexer):
+  arr = nx.wrap(_DATA, "n", "m").untag("m").tag_prefix("m")
+  got = arr[indexer]
+  updated = arr.at[indexer].set(got * 0.0 - 1.0)
+  assert updated.named_shape == arr.named_shape
+  # Every element selected by the index is now -1; the rest is unchanged.
+  marker = arr.at[indexer].set(-1.0).unwrap("n", "m")
+  np.testing.assert_array_equal(updated.unwrap("n", "m"), marker)
+  assert (marker == -1.0).any() and (marker != -1.0).any()
+
+
+def test_repeated_indexing_does_not_recompile():
+  arr = nx.wrap(_DATA, "n", "m")
+  values = nx.wrap(jnp.ones(4), "m")
+
+  def run(i):
+    arr[{"n": i}].unwrap("m")
+    arr.at[{"n": i}].add(values)
+    arr.untag("m")[i]
+
+  run(0)
+  sizes = (
+      nx._jitted_nmapped_getitem._cache_size(),
+      nx._jitted_nmapped_update._cache_size(),
+  )
+  for i in range(1, 3):
+    run(i)
+  assert sizes == (
+      nx._jitted_nmapped_getitem._cache_size(),
+      nx._jitted_nmapped_update._cache_size(),
+  )
