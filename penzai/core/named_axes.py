@@ -352,6 +352,7 @@ def _nmap_call(
       key = (
           _static_key(fun),
           treedef,
+          tuple(named_positions),
           tuple(
               _static_key(leaf)
               for position, leaf in enumerate(leaves)

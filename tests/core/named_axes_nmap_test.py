@@ -295,3 +295,13 @@ def test_nmap_puts_logical_axes_in_order_inside_fun():
   np.testing.assert_array_equal(
       out.untag_prefix("b").unwrap(), np.transpose(raw, (1, 2, 0))
   )
+
+
+def test_repeated_calls_distinguish_argument_positions():
+  x = nx.wrap(_arange(2), "a")
+  fun = lambda p, q: p - 2 * q  # pylint: disable=unnecessary-lambda-assignment
+  for _ in range(4):
+    left = nx.nmap(fun)(x, 1.0)
+    right = nx.nmap(fun)(1.0, x)
+  np.testing.assert_allclose(left.unwrap("a"), _arange(2) - 2.0)
+  np.testing.assert_allclose(right.unwrap("a"), 1.0 - 2 * _arange(2))
