@@ -562,3 +562,70 @@ def test_module_public_names() -> None:
   assert h.resolve(f"{CHK}:StructureAnnotation") is Any
   assert h.resolve(f"{VAR}:VariableLabel") is collections.abc.Hashable
   assert h.resolve(f"{NX}:AxisName") is collections.abc.Hashable
+
+
+FINAL_MEMBERS = [
+    f"{S}:Struct.from_attributes",
+    f"{S}:Struct.attributes_dict",
+    f"{S}:Struct.select",
+    f"{S}:Struct.tree_flatten_with_keys",
+    f"{S}:Struct.tree_flatten",
+    f"{S}:Struct.tree_unflatten",
+    f"{VAR}:AbstractVariable.__get_state_as_jax_pytree__",
+    f"{VAR}:AbstractVariable.__set_state_from_jax_pytree__",
+    f"{VAR}:AbstractVariableValue.__jax_pytree_state_to_new_variable__",
+]
+
+
+@pytest.mark.parametrize("target", FINAL_MEMBERS)
+def test_member_is_typing_final(target: str) -> None:
+  assert h.is_final(target), f"{target} should be decorated with @typing.final"
+
+
+NAMED_ARRAY_OPERATORS = (
+    "__lt__ __le__ __eq__ __ne__ __ge__ __gt__ __add__ __sub__ __mul__"
+    " __truediv__ __floordiv__ __mod__ __divmod__ __pow__ __lshift__ __rshift__"
+    " __and__ __or__ __xor__ __radd__ __rsub__ __rmul__ __rtruediv__"
+    " __rfloordiv__ __rmod__ __rdivmod__ __rpow__ __rlshift__ __rrshift__"
+    " __rand__ __ror__ __rxor__ __abs__ __neg__ __pos__ __invert__ __bool__"
+    " __complex__ __int__ __float__ __index__"
+).split()
+NAMED_ARRAY_ABSENT = (
+    "shape ndim size __len__ __array__ __jax_array__ __matmul__ __rmatmul__"
+    " __setitem__ copy tolist nbytes __round__"
+).split()
+
+
+@pytest.mark.parametrize("cls_name", ["NamedArray", "NamedArrayView"])
+def test_named_array_operator_surface(cls_name: str) -> None:
+  cls = h.resolve(f"{NX}:{cls_name}")
+  missing = [op for op in NAMED_ARRAY_OPERATORS if not callable(getattr(cls, op, None))]
+  present = [name for name in NAMED_ARRAY_ABSENT if hasattr(cls, name)]
+  assert (missing, present) == ([], [])
+
+
+@pytest.mark.parametrize("cls_name", ["NamedArray", "NamedArrayView"])
+@pytest.mark.parametrize(
+    "member,expected",
+    [
+        ("check_valid", "(self) -> None"),
+        ("unwrap", "(self, *names)"),
+        ("with_positional_prefix", "(self)"),
+        ("as_namedarrayview", "(self)"),
+        ("untag", "(self, *axis_order)"),
+        ("tag", "(self, *names)"),
+        ("dtype", "property"),
+        ("named_shape", "property"),
+        ("positional_shape", "property"),
+    ],
+)
+def test_named_array_concrete_members(cls_name: str, member: str, expected: str) -> None:
+  target = f"{NX}:{cls_name}.{member}"
+  h.check(h.callable_problems(target, expected), target, lambda: h.describe(target))
+
+
+def test_named_array_view_has_no_wrap() -> None:
+  from penzai.core import named_axes
+
+  assert "wrap" not in vars(named_axes.NamedArrayView)
+  assert not hasattr(named_axes.NamedArrayView, "wrap")

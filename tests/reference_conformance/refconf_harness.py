@@ -365,3 +365,12 @@ def class_problems(spec: ClassSpec) -> list[str]:
       )
       problems += [f"constructor: {p}" for p in init_problems]
   return problems
+
+
+def is_final(target: str) -> bool:
+  """Whether the member ``"module:Class.member"`` carries `typing.final`."""
+  _, raw = static_member(target)
+  return bool(
+      getattr(raw, "__final__", False)
+      or getattr(getattr(raw, "__func__", None), "__final__", False)
+  )
