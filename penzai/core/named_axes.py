@@ -198,10 +198,12 @@ def _function_key(fn: types.FunctionType, depth: int) -> Hashable:
 
 
 # Calls of `nmap` on concrete arrays are run eagerly (vmap in op-by-op mode)
-# the first few times; once the same function is called with the same
-# argument structure repeatedly, it is compiled once and the compiled version
-# is reused, which is much cheaper than op-by-op vmap dispatch.
-_NMAP_EAGER_CALLS_BEFORE_JIT = 2
+# the first few times. Once the same function is called with the same
+# argument structure, shapes and constants repeatedly (e.g. a layer in an
+# un-jitted loop), it is compiled once and the compiled version is reused:
+# op-by-op vmap dispatch is far slower than one compiled call, but compiling
+# only pays off for functions that are called many times.
+_NMAP_EAGER_CALLS_BEFORE_JIT = 10
 _NMAP_CACHE_LIMIT = 4096
 _nmap_cache: dict[Hashable, list[Any]] = {}
 

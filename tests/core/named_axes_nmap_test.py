@@ -140,6 +140,13 @@ def test_nmap_norm_example_from_reference():
   )
 
 
+@pytest.fixture(name="compile_early")
+def _compile_early(monkeypatch):
+  """Makes nmap switch to its compiled path after two eager calls."""
+  monkeypatch.setattr(nx, "_NMAP_EAGER_CALLS_BEFORE_JIT", 2)
+
+
+@pytest.mark.usefixtures("compile_early")
 def test_repeated_calls_reuse_and_respect_closures():
   x = nx.wrap(_arange(2, 3), "a", "b")
   for scale in (1.0, 2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0):
@@ -148,11 +155,15 @@ def test_repeated_calls_reuse_and_respect_closures():
   for offset in (1.0, 5.0, 5.0, 5.0, 5.0, 7.0, 7.0, 7.0):
     out = nx.nmap(lambda v: v + offset)(x)  # pylint: disable=cell-var-from-loop
     np.testing.assert_allclose(out.unwrap("a", "b"), _arange(2, 3) + offset)
+  nx._nmap_cache.clear()
   for _ in range(4):
     y = x.untag("b").sum()
   np.testing.assert_allclose(y.unwrap("a"), _arange(2, 3).sum(1))
+  # The last calls ran through the compiled path.
+  assert [entry[1] is not None for entry in nx._nmap_cache.values()] == [True]
 
 
+@pytest.mark.usefixtures("compile_early")
 def test_repeated_calls_respect_mutable_closed_over_state():
   class Holder:
     scale = 1.0
@@ -172,6 +183,7 @@ def _scale_by_global(v):
   return v * _GLOBAL_SCALE
 
 
+@pytest.mark.usefixtures("compile_early")
 def test_repeated_calls_respect_changed_globals():
   global _GLOBAL_SCALE
   x = nx.wrap(_arange(2, 3), "a", "b")
@@ -297,6 +309,7 @@ def test_nmap_puts_logical_axes_in_order_inside_fun():
   )
 
 
+@pytest.mark.usefixtures("compile_early")
 def test_repeated_calls_distinguish_argument_positions():
   x = nx.wrap(_arange(2), "a")
   fun = lambda p, q: p - 2 * q  # pylint: disable=unnecessary-lambda-assignment
