@@ -357,8 +357,8 @@ def _nmap_call(
           tuple(named_positions),
           tuple(
               _static_key(leaf)
-              for position, leaf in enumerate(leaves)
-              if position not in named_positions
+              for leaf in leaves
+              if not isinstance(leaf, NamedArrayBase)
           ),
           tuple(
               (
