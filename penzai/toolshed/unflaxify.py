@@ -101,10 +101,9 @@ class InterceptedFlaxModuleMethod(pz.nn.Layer):
   scope_data: InterceptedFlaxScopeData | None
   submodule_calls: dict[tuple[int, str], pz.nn.Layer]
 
-  def __call__(
+  def __call__(  # type: ignore[override]
       self,
       args_and_kwargs: ArgsAndKwargs,
-      /,
       random_streams: dict[str, pz.RandomStream] | None = None,
       **side_inputs: Any,
   ) -> Any:

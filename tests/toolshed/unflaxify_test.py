@@ -180,3 +180,6 @@ def test_args_and_kwargs_capture_and_color():
   model, variables = _setup()
   converted = unflaxify.unflaxify_apply(model, variables, _x())
   assert converted.treescope_color() == pz.color_from_string("_Model")
+  import treescope  # pylint: disable=g-import-not-at-top
+  text = treescope.render_to_text(converted)
+  assert "InterceptedFlaxModuleMethod" in text and "proj.kernel" in text
