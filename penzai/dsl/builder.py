@@ -7,6 +7,7 @@ if the model had been written by hand.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from penzai.dsl import nodes, registry, semantics
@@ -18,13 +19,16 @@ class BuildContext:
   """State of one build: layers built for each `id` so `Ref`s can reuse them."""
 
   def __init__(self) -> None:
+    from penzai import pz
+
+    self.pz = pz
+    self.nn = pz.nn
     self.ids: dict[str, Any] = {}
+    self.builders = {k: v.builder for k, v in registry.layer_types().items()}
 
   def build(self, node: nodes.NodeBase, name: str, rng: Any) -> Any:
     """Builds one node (and records it under its `id`)."""
-    entry = registry.layer_types()[node.type]
-    assert entry.builder is not None
-    layer = entry.builder(node, name, rng, self)
+    layer = self.builders[node.type](node, name, rng, self)
     node_id = getattr(node, "id", None)
     if node_id:
       self.ids[node_id] = layer
@@ -32,9 +36,12 @@ class BuildContext:
 
 
 def _children(node: Any, name: str, rng: Any, ctx: BuildContext) -> list[Any]:
+  items = node.layers if hasattr(node, "layers") else node.branches
   out = []
-  for _, default, child in node.child_items():
-    out.append(ctx.build(child, semantics.child_name(name, default, child), rng))
+  for i, child in enumerate(items):
+    own = getattr(child, "name", None)
+    segment = own if own is not None else f"{child.type}_{i}"
+    out.append(ctx.build(child, f"{name}/{segment}" if name and segment else (name or segment), rng))
   return out
 
 
@@ -43,10 +50,10 @@ def _field(node: Any, field: str, name: str, rng: Any, ctx: BuildContext) -> Any
   return ctx.build(child, semantics.child_name(name, field, child), rng)
 
 
-def _init(name: str) -> Any:
-  return registry.initializer(name)
+_init = registry.initializer
 
 
+@functools.cache
 def _dtype(name: str) -> Any:
   import jax.numpy as jnp
 
@@ -54,38 +61,38 @@ def _dtype(name: str) -> Any:
 
 
 def _b_sequential(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.Sequential(_children(node, name, rng, ctx))
 
 
 def _b_named_group(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.NamedGroup(node.name, _children(node, name, rng, ctx))
 
 
 def _b_residual(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   layers = _children(node, name, rng, ctx)
   return pz.nn.Residual(layers[0] if len(layers) == 1 else pz.nn.Sequential(layers))
 
 
 def _b_add(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.BranchAndAddTogether(_children(node, name, rng, ctx))
 
 
 def _b_mul(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.BranchAndMultiplyTogether(_children(node, name, rng, ctx))
 
 
 def _b_identity(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.Identity()
 
@@ -95,7 +102,7 @@ def _b_ref(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
 
 
 def _b_repeat(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   child = node.layer
   seg = child.name if getattr(child, "name", None) is not None else child.type
@@ -119,17 +126,17 @@ def _b_repeat(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
 
 
 def _b_attention(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   fields = ("input_to_query", "input_to_key", "input_to_value", "query_key_to_attn", "attn_value_to_output")
   return pz.nn.Attention(*[_field(node, f, name, rng, ctx) for f in fields])
 
 
 def _b_linear(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.Linear.from_config(
-      name=name, init_base_rng=rng, input_axes=dict(node.input_axes), output_axes=dict(node.output_axes),
+      name=name, init_base_rng=rng, input_axes=node.input_axes, output_axes=node.output_axes,
       parallel_axes=node.parallel_axes, parallel_broadcast_axes=node.parallel_broadcast_axes,
       initializer=_init(node.initializer), dtype=_dtype(node.dtype),
       rename_outputs_if_necessary=node.rename_outputs_if_necessary,
@@ -137,19 +144,19 @@ def _b_linear(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
 
 
 def _b_add_bias(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.AddBias.from_config(
-      name=name, init_base_rng=rng, biased_axes=dict(node.biased_axes),
+      name=name, init_base_rng=rng, biased_axes=node.biased_axes,
       new_output_axes=node.new_output_axes, initializer=_init(node.initializer), dtype=_dtype(node.dtype),
   )
 
 
 def _b_affine(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.Affine.from_config(
-      name=name, init_base_rng=rng, input_axes=dict(node.input_axes), output_axes=dict(node.output_axes),
+      name=name, init_base_rng=rng, input_axes=node.input_axes, output_axes=node.output_axes,
       parallel_axes=node.parallel_axes, parallel_broadcast_axes=node.parallel_broadcast_axes,
       linear_initializer=_init(node.linear_initializer), bias_initializer=_init(node.bias_initializer),
       dtype=_dtype(node.dtype), rename_outputs_if_necessary=node.rename_outputs_if_necessary,
@@ -161,19 +168,19 @@ def _names(value: str | list[str]) -> str | tuple[str, ...]:
 
 
 def _b_rename(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.RenameAxes(old=_names(node.old), new=_names(node.new))
 
 
 def _b_rescale(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.ConstantRescale(by=node.by)
 
 
 def _b_einsum(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   def conv(spec: Any) -> Any:
     return dict(spec) if isinstance(spec, dict) else tuple(spec)
@@ -182,61 +189,61 @@ def _b_einsum(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
 
 
 def _b_softcap(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.TanhSoftCap(soft_cap=node.soft_cap)
 
 
 def _b_elementwise(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.Elementwise(registry.activation(node.fn))
 
 
 def _b_softmax(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.Softmax(_names(node.axes))
 
 
 def _b_cast(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.CastToDType(_dtype(node.dtype))
 
 
 def _b_layer_norm(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.LayerNorm.from_config(
-      name=name, init_base_rng=rng, across_axes=dict(node.across_axes), epsilon=node.epsilon,
+      name=name, init_base_rng=rng, across_axes=node.across_axes, epsilon=node.epsilon,
       dtype=_dtype(node.dtype),
   )
 
 
 def _b_rms_layer_norm(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.RMSLayerNorm.from_config(
-      name=name, init_base_rng=rng, across_axes=dict(node.across_axes), epsilon=node.epsilon,
+      name=name, init_base_rng=rng, across_axes=node.across_axes, epsilon=node.epsilon,
       dtype=_dtype(node.dtype),
   )
 
 
 def _b_standardize(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.Standardize(across=_names(node.across), epsilon=node.epsilon)
 
 
 def _b_rms_standardize(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.RMSStandardize(across=_names(node.across), epsilon=node.epsilon)
 
 
 def _b_dropout(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   cls = pz.nn.StochasticDropout if node.enabled else pz.nn.DisabledDropout
   return cls(
@@ -246,23 +253,23 @@ def _b_dropout(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
 
 
 def _b_embedding_lookup(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   table = pz.nn.EmbeddingTable.from_config(
-      name=name, init_base_rng=rng, vocab_size=node.vocab_size, embedding_axes=dict(node.embedding_axes),
+      name=name, init_base_rng=rng, vocab_size=node.vocab_size, embedding_axes=node.embedding_axes,
       vocabulary_axis=node.vocabulary_axis, initializer=_init(node.initializer), dtype=_dtype(node.dtype),
   )
   return pz.nn.EmbeddingLookup(table)
 
 
 def _b_embedding_decode(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.EmbeddingDecode(ctx.ids[node.table].table)
 
 
 def _b_rope(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.ApplyRoPE(
       embedding_axis=node.embedding_axis, max_wavelength=node.max_wavelength,
@@ -271,7 +278,7 @@ def _b_rope(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
 
 
 def _b_rope_subset(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.ApplyRoPEToSubset(
       embedding_axis=node.embedding_axis, max_wavelength=node.max_wavelength,
@@ -290,13 +297,13 @@ def _mask_kwargs(node: Any) -> dict[str, Any]:
 
 
 def _b_causal(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.ApplyCausalAttentionMask(**_mask_kwargs(node))
 
 
 def _b_sliding(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.ApplyCausalSlidingWindowAttentionMask(
       sliding_window_size=node.sliding_window_size, **_mask_kwargs(node)
@@ -304,7 +311,7 @@ def _b_sliding(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
 
 
 def _b_explicit(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
-  from penzai import pz
+  pz = ctx.pz
 
   return pz.nn.ApplyExplicitAttentionMask(
       mask_input_name=node.mask_input_name, masked_out_value=node.masked_out_value

@@ -278,7 +278,7 @@ def _real_structure(out: Any) -> Any:
   if isinstance(out, nx.NamedArrayBase):
     if out.positional_shape:
       return ("positional", out.positional_shape, dict(out.named_shape), str(out.dtype))
-    return TensorShape(dict(out.named_shape), str(out.dtype))
+    return TensorShape({str(k): int(v) for k, v in out.named_shape.items()}, str(out.dtype))
   return ("unexpected", type(out).__name__)
 
 

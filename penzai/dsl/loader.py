@@ -100,10 +100,14 @@ def _mask_references(text: str) -> tuple[str, list[_Match]]:
   return "".join(pieces), matches
 
 
+# libyaml's parser is ~10x faster; both give the same nodes and character positions.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _Converter:
   """Turns a composed YAML node graph into plain Python data plus a Locator."""
 
-  def __init__(self, loader: yaml.SafeLoader, matches: list[_Match], locator: Locator):
+  def __init__(self, loader: Any, matches: list[_Match], locator: Locator):
     self.loader = loader
     self.matches = matches
     self.starts = [m.start for m in matches]
@@ -177,7 +181,7 @@ class _Converter:
       self._issue("syntax", f"unsupported YAML tag {node.tag!r}", path, mark)
       return None
     value = self.loader.construct_object(node)
-    if isinstance(value, str) and node.style is None and _YAML12_FLOAT.match(value):
+    if isinstance(value, str) and not node.style and _YAML12_FLOAT.match(value):
       value = float(value)  # YAML 1.2 reads `1e-6` as a number; PyYAML (1.1) does not.
     if isinstance(value, str) and "${" in value:
       self._issue("bad_reference", "malformed `${...}` reference (missing '}'?)", path, mark)
@@ -203,7 +207,7 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, Locator]:
     raise SpecError([SpecIssue("syntax", "document must be text", (), file, None, None)])
   masked, matches = _mask_references(text)
   try:
-    loader = yaml.SafeLoader(masked)
+    loader = _SafeLoader(masked)
   except yaml.YAMLError as e:
     raise SpecError([SpecIssue("syntax", f"YAML error: {e}", (), file, None, None)]) from None
   try:
@@ -233,4 +237,6 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, Locator]:
       raise SpecError(conv.issues)
     return data, locator
   finally:
-    loader.dispose()
+    dispose = getattr(loader, "dispose", None)
+    if dispose is not None:
+      dispose()

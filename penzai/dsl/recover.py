@@ -144,6 +144,7 @@ class _Recoverer:
     from penzai.models.transformer import model_parts
 
     t = type(layer)
+    data: dict[str, Any]
     if t is model_parts.TransformerLM:
       return self._transformer(layer, path)
     if t is simple_mlp.MLP:
@@ -221,8 +222,7 @@ class _Recoverer:
       self.tables[pid] = draft
       return draft
     if t is nn.EmbeddingDecode:
-      pid = getattr(layer.table.embeddings, "label", None)
-      lookup = self.tables.get(pid)
+      lookup = self.tables.get(str(getattr(layer.table.embeddings, "label", "")))
       if lookup is None:
         raise _Unsupported("EmbeddingDecode whose table is not used by an earlier EmbeddingLookup", path)
       return _Draft({"type": "EmbeddingDecode", "table": self._new_id(lookup)})

@@ -85,7 +85,7 @@ def reference_markdown() -> str:
     else:
       title = f"### `{type_name}`"
     lines += [title, "", (cls.__doc__ or "").strip(), ""]
-    skip = ("type", "name", "id") if type_name != "Ref" else ("type",)
+    skip: tuple[str, ...] = ("type", "name", "id") if type_name != "Ref" else ("type",)
     if variant is not None:
       skip += (variant[0],)
     if type_name == "NamedGroup":
@@ -93,7 +93,7 @@ def reference_markdown() -> str:
     table = _table(cls, skip)
     lines += table if len(table) > 2 else ["(no fields)"]
     lines.append("")
-  lines += ["### Activation functions", "", ", ".join(f"`{a}`" for a in registry.activation_names()), ""]
+  lines += ["### Activation functions", "", ", ".join(f"`{a}`" for a in registry.builtin_activation_names()), ""]
   lines += ["### Initializers", "", ", ".join(f"`{a}`" for a in registry.initializer_names()), ""]
   lines += ["### Dtypes", "", ", ".join(f"`{a}`" for a in registry.dtype_names()), "", END]
   return "\n".join(lines)

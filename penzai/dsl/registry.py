@@ -142,6 +142,11 @@ def register_activation(name: str, fn: Callable[[Any], Any], replace: bool = Fal
   _ACTIVATIONS[name] = lambda: fn
 
 
+def builtin_activation_names() -> list[str]:
+  """Names of the activation functions that ship with penzai.dsl."""
+  return list(_BUILTIN_ACTIVATIONS)
+
+
 def activation_names() -> list[str]:
   """Names of the registered activation functions."""
   return list(_ACTIVATIONS)
@@ -220,6 +225,7 @@ _ACTIVATIONS["gelu_exact"] = _gelu(False)
 _ACTIVATIONS["gelu_approx"] = _gelu(True)
 _ACTIVATIONS["tanh"] = _tanh
 _ACTIVATIONS["identity"] = _identity
+_BUILTIN_ACTIVATIONS = tuple(_ACTIVATIONS)
 
 
 def _lin(attr: str) -> Callable[[], Any]:
@@ -240,7 +246,7 @@ def _const(value: float) -> Callable[[], Any]:
   return get
 
 
-def _varscale(mode: str, distribution: str) -> Callable[[], Any]:
+def _varscale(mode: Any, distribution: Any) -> Callable[[], Any]:
   def get() -> Any:
     from penzai.nn import linear_and_affine
 

@@ -89,7 +89,8 @@ def walk(spec: Any, name: str | None = None, expand_repeats: bool = False) -> It
     children: list[tuple[nodes.NodeBase, Path, str, bool, bool, tuple[int, ...]]] = []
     sub_anc = anc + (id(node),)
     if isinstance(node, nodes.Repeat):
-      seg = node.layer.name if getattr(node.layer, "name", None) is not None else node.layer.type
+      own = getattr(node.layer, "name", None)
+      seg = own if own is not None else node.layer.type
       if node.stack:
         children.append((node.layer, path + ("layer",), join(bname, seg), True, True, sub_anc))
       else:

@@ -139,10 +139,12 @@ class Bindings:
     if isinstance(ra, str) and isinstance(rb, str):
       self.parent[ra] = rb
       return
-    sym, val, origin = (ra, rb, origin_b) if isinstance(ra, str) else (rb, ra, origin_a)
-    assert isinstance(sym, str) and isinstance(val, int)
-    self.value[sym] = val
-    self.origin[sym] = f"bound at {origin}"
+    if isinstance(ra, str) and isinstance(rb, int):
+      self.value[ra] = rb
+      self.origin[ra] = f"bound at {origin_b}"
+    elif isinstance(rb, str) and isinstance(ra, int):
+      self.value[rb] = ra
+      self.origin[rb] = f"bound at {origin_a}"
 
   def concrete(self, shape: TensorShape) -> TensorShape:
     """`shape` with every bound symbol replaced by its size."""

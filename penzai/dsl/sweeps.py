@@ -165,6 +165,7 @@ def load_sweep(path: str | os.PathLike[str]) -> list[Variant]:
         issues.append(locator.issue("type", f"`{key}.{k}` must be a non-empty list of values", (key, k)))
   if issues:
     raise SpecError(issues)
+  assert isinstance(base, str)
   base_path = os.path.join(os.path.dirname(path), base)
   return sweep(base_path, grid=data.get("grid"), zip=data.get("zip"))
 

@@ -27,7 +27,8 @@ def _act_name(fn: Any) -> str | None:
 def _params(tree: Any) -> list[Any]:
   from penzai import pz
 
-  return list(pz.select(tree).at_instances_of(pz.Parameter | pz.ParameterValue | pz.ParameterSlot).get_sequence())
+  kinds: tuple[type[Any], ...] = (pz.Parameter, pz.ParameterValue, pz.ParameterSlot)
+  return list(pz.select(tree).at_instances_of(kinds).get_sequence())
 
 
 def transformer_data(rec: Any, layer: Any, path: str) -> tuple[dict[str, Any], str, tuple[str, ...]]:
@@ -43,7 +44,7 @@ def transformer_data(rec: Any, layer: Any, path: str) -> tuple[dict[str, Any], s
   for p in params:
     if isinstance(p, pz.ParameterSlot):
       raise _fail(f"parameter {p.label!r} is unbound", path)
-  table_label = body.sublayers[0].table.embeddings.label
+  table_label: str = getattr(body.sublayers[0].table.embeddings, "label", "")
   if not table_label.endswith("/embedder.embeddings"):
     raise _fail(f"unexpected embedding label {table_label!r}", path)
   name = table_label[: -len("/embedder.embeddings")]
@@ -64,7 +65,7 @@ def transformer_data(rec: Any, layer: Any, path: str) -> tuple[dict[str, Any], s
       num_decoder_blocks=int(n_blocks), vocab_size=meta.vocab_size, parameter_dtype=pdtype,
       activation_dtype=adtype, use_layer_stack=bool(stacks),
   )
-  first = proto.sublayers[0]
+  first = proto.sublayers[0]  # type: ignore[attr-defined]
   if type(first) is nn.BranchAndAddTogether:
     return _gpt_neox(first, meta, common, name, path), name, pids
   return _llamalike(body, proto, stacks, blocks, meta, common, name, path), name, pids
@@ -145,8 +146,8 @@ def _llamalike(body: Any, proto: Any, stacks: list[Any], blocks: list[Any], meta
   if mlp_variant is None:
     raise _fail("unsupported gated MLP activation", path)
   res = [s for s in all_blocks[0].sublayers if type(s) is nn.Residual]
-  post_attn = len(res[0].delta.sublayers) == 3
-  post_ffw = len(res[1].delta.sublayers) == 3
+  post_attn = len(getattr(res[0].delta, "sublayers", ())) == 3
+  post_ffw = len(getattr(res[1].delta, "sublayers", ())) == 3
   norm = _find(all_blocks[0], nn.RMSStandardize)[0]
   tail = list(body.sublayers)
   final_cap = float(tail[-1].soft_cap) if type(tail[-1]) is nn.TanhSoftCap else None

@@ -23,14 +23,22 @@ def test_example_validates_builds_and_runs(path):
   assert path.read_text().startswith("# yaml-language-server: $schema=../../schemas/model-spec.schema.json")
   spec = dsl.load(path)
   report = dsl.check(spec, deep=True)
-  model = dsl.build(spec, init_base_rng=jax.random.key(0))
   sizes = checker.symbol_sizes(spec, report)
   x, sides = checker.example_inputs(spec, sizes, abstract=False)
-  out = jax.jit(lambda m, x, s: m(x, **s))(pz.freeze_params(model), x, sides)
+
+  @jax.jit
+  def build_and_run(key, x, sides):
+    # One compilation for initialization and the forward pass keeps this fast.
+    model = pz.freeze_params(dsl.build(spec, init_base_rng=key))
+    return model, model(x, **sides)
+
+  model, out = build_and_run(jax.random.key(0), x, sides)
   expected = {k: sizes.get(v, v) if isinstance(v, str) else v for k, v in report.output.named_shape.items()}
   assert dict(out.named_shape) == expected
   assert str(out.dtype) == report.output.dtype
-  n = sum(p.value.data_array.size for p in set(pz.select(model).at_instances_of(pz.Parameter).get_sequence()))
+  values = {p.label: p.value for p in pz.select(model).at_instances_of(pz.ParameterValue).get_sequence()}
+  assert sorted(values) == sorted(report.labels)
+  n = sum(v.data_array.size for v in values.values())
   assert n == report.total_params
 
 
