@@ -380,22 +380,21 @@ def _nmap_call(
     except (_Uncacheable, TypeError):
       cache_entry = None
 
+  compiled = None
   if cache_entry is not None:
     cache_entry[0] += 1
     if cache_entry[1] is None and cache_entry[0] > _NMAP_EAGER_CALLS_BEFORE_JIT:
       cache_entry[1] = jax.jit(
           _build_vmapped(fun, treedef, leaves, named_positions, views, names)
       )
-    if cache_entry[1] is not None:
-      result = cache_entry[1](*data_arrays)
-    else:
-      result = _build_vmapped(
-          fun, treedef, leaves, named_positions, views, names
-      )(*data_arrays)
-  else:
-    result = _build_vmapped(
+    compiled = cache_entry[1]
+  if compiled is None:
+    vectorized = _build_vmapped(
         fun, treedef, leaves, named_positions, views, names
-    )(*data_arrays)
+    )
+  else:
+    vectorized = compiled
+  result = vectorized(*data_arrays)
   return jax.tree_util.tree_map(
       lambda value: _wrap_nmap_output(value, names), result
   )
