@@ -1,6 +1,7 @@
 """Tests for penzai.nn.layer_stack."""
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -119,8 +120,9 @@ def test_stack_matches_unrolled_sequential_outputs_and_gradients():
                        + b.unwrap("layers", "features")[i])
   np.testing.assert_allclose(out_stack.unwrap("batch", "features"), h, rtol=1e-5, atol=1e-6)
 
-  g_stack = jax.grad(stacked_loss)(params)
-  g_unrolled = jax.grad(unrolled_loss)(params)
+  # (jit: one compilation instead of one per primitive of the backward pass)
+  g_stack = jax.jit(jax.grad(stacked_loss))(params)
+  g_unrolled = jax.jit(jax.grad(unrolled_loss))(params)
   for a, b_ in zip(jax.tree_util.tree_leaves(g_stack), jax.tree_util.tree_leaves(g_unrolled)):
     np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-6)
 

@@ -139,7 +139,7 @@ def test_step_function_is_pure():
   def loss_of(ps):
     return mse(model=pz.bind_variables(unbound, ps), state=None, rng=None, inputs=x, targets=y)[0]
 
-  grads = jax.grad(loss_of)(params)
+  grads = jax.jit(jax.grad(loss_of))(params)
   for p, g, n in zip(params, grads, new_params):
     np.testing.assert_allclose(
         n.value.data_array, p.value.data_array - 0.1 * g.value.data_array, rtol=1e-5, atol=1e-6
