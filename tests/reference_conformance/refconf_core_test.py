@@ -260,6 +260,11 @@ CALLABLES: list[tuple[str, str]] = [
         f"{VAR}:StateVariable",
         "(value: T, *, label: VariableLabel | None = None, metadata: dict[Any, Any] | None = None)",
     ),
+    (
+        f"{VAR}:StateVariable.__init__",
+        "(self, value: T, *, label: VariableLabel | None = None, metadata:"
+        " dict[Any, Any] | None = None)",
+    ),
     (f"{VAR}:StateVariable.freeze", "(self)"),
     (f"{VAR}:StateVariable.get_slot", "(self)"),
     (f"{VAR}:StateVariable.treescope_color", "(self)"),
@@ -341,6 +346,7 @@ CLASSES: list[h.ClassSpec] = [
         dataclass_params=_FROZEN,
     ),
     h.ClassSpec(_STRUCT, pytree=False),
+    h.ClassSpec("penzai.core.auto_order_types:AutoOrderedAcrossTypes"),
     h.ClassSpec(f"{TU}:CustomGetAttrKey", fields="(name: str)", dataclass_params=_FROZEN),
     h.ClassSpec("penzai.core.syntactic_sugar:SliceLike", fields="()", dataclass_params=_FROZEN),
     h.ClassSpec(
