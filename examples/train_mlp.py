@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> list[float]:
   num_params = sum(
       param.value.data_array.size for param in pz.unbind_params(model)[1]
   )
-  print(f"MLP with {num_params} parameters; training for {args.steps} steps")
+  print(
+      f"MLP with {num_params} parameters; training for {args.steps} steps"
+      " (the first step includes compilation)"
+  )
 
   num_examples = 1024
   inputs, targets = make_dataset(key_data, num_examples)
