@@ -1,12 +1,14 @@
 """A minimal temperature-sampling loop for key/value-cached transformers.
 
 The loop runs in Python and mutates the cached model's state; it is meant as
-a readable reference and for small experiments. Each model call is compiled
-with `pz.variable_jit` (one compilation for the prompt shape and one for the
-single-token steps), which is much faster than running the layers eagerly.
+a readable reference and for small experiments. The model call and the
+sampling of each step are compiled (one compilation for the prompt shape and
+one for single-token steps), so no layer runs eagerly.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,12 +18,39 @@ from penzai.core import named_axes
 from penzai.models.transformer import sampling_mode
 
 
-@pz.variable_jit
-def _call_model(
-    model: sampling_mode.KVCachingTransformerLM, tokens: named_axes.NamedArray
-) -> named_axes.NamedArray:
-    """One cached model call, compiled; state variables are updated in place."""
-    return model(tokens)
+@jax.jit
+def _prompt_step(
+    unbound_model: Any, params: Any, state: Any, prompt: named_axes.NamedArray
+) -> tuple[named_axes.NamedArrayBase, Any]:
+    """Runs the prompt; returns the logits at each row's last non-pad token."""
+    model = pz.bind_variables(unbound_model, params)
+    all_logits, new_state = model.stateless_call(state, prompt)
+    prompt_len = prompt.named_shape["seq"]
+    candidate_indices = pz.nx.nmap(jnp.where)(
+        prompt != model.pad_id, pz.nx.arange("seq", prompt_len), -1
+    )
+    last_index = pz.nx.nmap(jnp.argmax)(candidate_indices.untag("seq"))
+    return all_logits[{"seq": last_index}], new_state
+
+
+@jax.jit
+def _token_step(
+    unbound_model: Any, params: Any, state: Any, token: named_axes.NamedArrayBase
+) -> tuple[named_axes.NamedArrayBase, Any]:
+    """Feeds one sampled token per row; returns the next logits."""
+    model = pz.bind_variables(unbound_model, params)
+    logits, new_state = model.stateless_call(state, token[{"seq": None}])
+    return logits.untag("seq").squeeze(0), new_state
+
+
+@jax.jit
+def _sample(
+    logits: named_axes.NamedArrayBase, key: jax.Array, temperature: float
+) -> named_axes.NamedArrayBase:
+    """Draws one token per row from ``softmax(logits / temperature)``."""
+    batch_axes = {name: size for name, size in logits.named_shape.items() if name != "vocabulary"}
+    keys = pz.nx.random_split(key, batch_axes)
+    return pz.nx.nmap(jax.random.categorical)(keys, logits.untag("vocabulary") / temperature)
 
 
 def temperature_sample_pyloop(
@@ -51,29 +80,29 @@ def temperature_sample_pyloop(
     if max_sampling_steps is None:
         max_sampling_steps = model.cache_len
 
-    all_logits = _call_model(model, prompt)
-    prompt_len = prompt.named_shape["seq"]
-    # Logits at the last non-padding position of each prompt row.
-    candidate_indices = pz.nx.nmap(jnp.where)(
-        prompt != model.pad_id, pz.nx.arange("seq", prompt_len), -1
-    )
-    last_index = pz.nx.nmap(jnp.argmax)(candidate_indices.untag("seq"))
-    logits = all_logits[{"seq": last_index}]
+    # Split the model into its static structure, frozen parameters and state,
+    # so each step is one compiled call; the state is written back at the end.
+    without_state, state_vars = pz.unbind_state_vars(model)
+    unbound, params = pz.unbind_params(without_state, freeze=True)
+    state = tuple(var.freeze() for var in state_vars)
+    try:
+        logits, state = _prompt_step(unbound, params, state, prompt)
+        # First slot after the prompt: sampled tokens are written from here on.
+        start = int(model.cache_end_index.value) + prompt.named_shape["seq"]
+        end = start
+        count = 0
+        while True:
+            rng, key = jax.random.split(rng)
+            next_token = _sample(logits, key, temperature)
+            count += 1
+            if end >= model.cache_len or count >= max_sampling_steps:
+                break
+            logits, state = _token_step(unbound, params, state, next_token)
+            end += 1
+    finally:
+        for var, value in zip(state_vars, state):
+            var.update(value)
 
-    start = model.cache_end_index.value
-    count = 0
-    while True:
-        rng, key = jax.random.split(rng)
-        keys = pz.nx.random_split(key, dict(model.batch_axes.items()))
-        next_token = pz.nx.nmap(jax.random.categorical)(
-            keys, logits.untag("vocabulary") / temperature
-        )
-        count += 1
-        if model.cache_end_index.value >= model.cache_len or count >= max_sampling_steps:
-            break
-        logits = _call_model(model, next_token[{"seq": None}]).untag("seq").squeeze(0)
-
-    end = model.cache_end_index.value
     sampled = pz.nx.concatenate(
         [
             model.previous_tokens.value[{"seq": pz.slice[start:end]}],

@@ -321,6 +321,9 @@ def gemma_from_pretrained_checkpoint(
             block["attention/output.weights"] = _tag(
                 out_w.reshape(kv, qm, p, e), "head_groups", "query_heads", "projection", "embedding"
             )
+        for part in ("query", "key", "value"):
+            key = f"attention/{part}.weights"
+            block[key] = llamalike_common.contraction_friendly(block[key])
         block_params.append(block)
 
     return llamalike_common.bind_converted_params(

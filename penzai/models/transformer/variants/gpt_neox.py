@@ -428,7 +428,9 @@ def gpt_neox_from_huggingface_model(
             "attention/output/AddBias.bias": tag(converted[f"{pre}attention.dense.bias"], "embedding"),
         }
         for index, part in enumerate(("query", "key", "value")):
-            block[f"attention/{part}/Linear.weights"] = qkv_w[{"qkv": index}]
+            block[f"attention/{part}/Linear.weights"] = llamalike_common.contraction_friendly(
+                qkv_w[{"qkv": index}]
+            )
             block[f"attention/{part}/AddBias.bias"] = qkv_b[{"qkv": index}]
         block_params.append(block)
 

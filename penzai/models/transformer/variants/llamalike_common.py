@@ -579,6 +579,19 @@ def _tag(array: jax.Array, *names: str) -> pz.nx.NamedArray:
     return pz.nx.wrap(array).tag(*names)
 
 
+def contraction_friendly(array: pz.nx.NamedArrayBase) -> pz.nx.NamedArray:
+    """Stores a q/k/v projection weight with ``"embedding"`` as its first axis.
+
+    HuggingFace and Flax layouts put the embedding axis last or in the middle;
+    the Linear layer contracts it away, and with a leading contracted axis the
+    compiled matmul reads the weight in place instead of transposing it on
+    every call (a one-time copy at conversion instead).
+    """
+    names = list(array.named_shape)
+    names.remove("embedding")
+    return array.order_as("embedding", *names)
+
+
 def llamalike_attention_params_from_hf(
     prefix: str,
     converted: dict[str, jax.Array],
@@ -603,14 +616,14 @@ def llamalike_attention_params_from_hf(
     v = converted[f"{prefix}v_proj.weight"]
     o = converted[f"{prefix}o_proj.weight"]
     if qm == 1:
-        return {
+        result = {
             "query.weights": _tag(q.reshape(kv, p, e), "heads", "projection", "embedding"),
             "key.weights": _tag(k.reshape(kv, p, e), "heads", "projection", "embedding"),
             "value.weights": _tag(v.reshape(kv, p, e), "heads", "projection", "embedding"),
             "output.weights": _tag(o.reshape(e, kv, p), "embedding", "heads", "projection"),
         }
-    if kv == 1:
-        return {
+    elif kv == 1:
+        result = {
             "query.weights": _tag(
                 q.reshape(qm, p, e), "query_heads", "projection", "embedding"
             ),
@@ -620,16 +633,20 @@ def llamalike_attention_params_from_hf(
                 o.reshape(e, qm, p), "embedding", "query_heads", "projection"
             ),
         }
-    return {
-        "query.weights": _tag(
-            q.reshape(kv, qm, p, e), "head_groups", "query_heads", "projection", "embedding"
-        ),
-        "key.weights": _tag(k.reshape(kv, p, e), "head_groups", "projection", "embedding"),
-        "value.weights": _tag(v.reshape(kv, p, e), "head_groups", "projection", "embedding"),
-        "output.weights": _tag(
-            o.reshape(e, kv, qm, p), "embedding", "head_groups", "query_heads", "projection"
-        ),
-    }
+    else:
+        result = {
+            "query.weights": _tag(
+                q.reshape(kv, qm, p, e), "head_groups", "query_heads", "projection", "embedding"
+            ),
+            "key.weights": _tag(k.reshape(kv, p, e), "head_groups", "projection", "embedding"),
+            "value.weights": _tag(v.reshape(kv, p, e), "head_groups", "projection", "embedding"),
+            "output.weights": _tag(
+                o.reshape(e, kv, qm, p), "embedding", "head_groups", "query_heads", "projection"
+            ),
+        }
+    for key in ("query.weights", "key.weights", "value.weights"):
+        result[key] = contraction_friendly(result[key])
+    return result
 
 
 def bind_converted_params(
