@@ -179,9 +179,12 @@ class LayerStack(layer_base.Layer):
     frozen = variables.freeze_params(self.stacked_sublayers)
     sublayer, sub_vars = variables.unbind_state_vars(frozen)
     pure_side_inputs, side_vars = variables.unbind_state_vars(side_inputs)
+    # Named arrays with the stack axis are scanned over; everything else in
+    # the sublayer is closed over unchanged.
+    leaves, treedef = jax.tree_util.tree_flatten(sublayer, is_leaf=_is_named)
     others = {
         type(leaf).__name__
-        for leaf in jax.tree_util.tree_leaves((sublayer, pure_side_inputs))
+        for leaf in (*leaves, *jax.tree_util.tree_leaves(pure_side_inputs))
         if isinstance(leaf, variables.AbstractVariable)
     }
     if others:
@@ -189,10 +192,6 @@ class LayerStack(layer_base.Layer):
           f"Unsupported variable types found in layer stack: {others}"
       )
     shared, per_layer = self._split_state_vars(sub_vars, side_vars)  # type: ignore[arg-type]
-
-    # Named arrays with the stack axis are scanned over; everything else in
-    # the sublayer is closed over unchanged.
-    leaves, treedef = jax.tree_util.tree_flatten(sublayer, is_leaf=_is_named)
     scanned_index = [
         i
         for i, leaf in enumerate(leaves)
