@@ -370,3 +370,133 @@ def test_variable_labels_and_scopes():
   assert isinstance(d, pz.AbstractVariable)
   assert isinstance(d.freeze(), pz.AbstractVariableValue)
   assert isinstance(d.get_slot(), pz.AbstractVariableSlot)
+
+
+# --- One-line behaviour descriptions of the listed layers.
+
+
+def _x() -> pz.nx.NamedArray:
+  return pz.nx.wrap(
+      jnp.array([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]]), "batch", "features"
+  )
+
+
+def _np(arr: pz.nx.NamedArray) -> np.ndarray:
+  return np.asarray(arr.unwrap("batch", "features"))
+
+
+class TestListedLayerBehaviour:
+
+  def test_combinators(self):
+    x = _x()
+    double = pz.nn.ConstantRescale(2.0)
+    # "A residual block, which runs its sublayers then adds the input."
+    np.testing.assert_allclose(_np(pz.nn.Residual(double)(x)), 3 * _np(x))
+    # "additive / multiplicative interactions between branches"
+    branches = [double, pz.nn.Elementwise(jnp.abs)]
+    np.testing.assert_allclose(
+        _np(pz.nn.BranchAndAddTogether(branches)(x)),
+        2 * _np(x) + np.abs(_np(x)),
+    )
+    np.testing.assert_allclose(
+        _np(pz.nn.BranchAndMultiplyTogether(branches)(x)),
+        2 * _np(x) * np.abs(_np(x)),
+    )
+    # "A group of layers to call sequentially" / "names ... a sequence".
+    seq = pz.nn.Sequential([double, pz.nn.Elementwise(jnp.abs)])
+    np.testing.assert_allclose(_np(seq(x)), np.abs(2 * _np(x)))
+    group = pz.nn.NamedGroup("g", [double, pz.nn.Elementwise(jnp.abs)])
+    np.testing.assert_allclose(_np(group(x)), np.abs(2 * _np(x)))
+    assert pz.nn.Identity()(x) is x
+
+  def test_grouping_utilities(self):
+    inner = pz.nn.Sequential([pz.nn.Identity()])
+    outer = pz.nn.Sequential([inner, pz.nn.NamedGroup("g", [])])
+    assert pz.nn.is_anonymous_sequential(inner)
+    assert not pz.nn.is_anonymous_sequential(pz.nn.NamedGroup("g", []))
+    assert pz.nn.is_sequential_or_named(pz.nn.NamedGroup("g", []))
+    flat = pz.nn.inline_anonymous_sequentials(outer)
+    assert [type(l) for l in flat.sublayers] == [
+        pz.nn.Identity, pz.nn.NamedGroup
+    ]
+
+  def test_checked_sequential_and_check_structure(self):
+    spec = pz.chk.ArraySpec(
+        named_shape={"batch": pz.chk.var("B"), "features": 3},
+        dtype=jnp.floating,
+    )
+    checked = pz.nn.CheckedSequential(
+        input_like=spec, output_like=spec, sublayers=[pz.nn.Identity()]
+    )
+    assert checked(_x()) is not None
+    bad = pz.nx.wrap(jnp.zeros((2, 4)), "batch", "features")
+    with pytest.raises(pz.chk.StructureMismatchError):
+      checked(bad)
+    with pytest.raises(pz.chk.StructureMismatchError):
+      pz.nn.CheckStructure(spec)(bad)
+
+  def test_basic_operations(self):
+    x = _x()
+    soft = pz.nn.Softmax("features")(x)
+    np.testing.assert_allclose(
+        _np(soft), jax.nn.softmax(_np(x), axis=-1), rtol=1e-6
+    )
+    assert pz.nn.CastToDType(jnp.bfloat16)(x).dtype == jnp.bfloat16
+    renamed = pz.nn.RenameAxes(old="features", new="f")(x)
+    assert set(renamed.named_shape) == {"batch", "f"}
+    einsum = pz.nn.NamedEinsum(
+        (("batch", "features"), ("features", "out")), ("batch", "out")
+    )
+    w = pz.nx.wrap(jnp.ones((3, 2)), "features", "out")
+    np.testing.assert_allclose(
+        einsum((x, w)).unwrap("batch", "out"), _np(x) @ np.ones((3, 2))
+    )
+    np.testing.assert_allclose(
+        pz.nn.contract("features", x, w).unwrap("batch", "out"),
+        _np(x) @ np.ones((3, 2)),
+    )
+
+  def test_dropout_helpers(self):
+    assert isinstance(pz.nn.maybe_dropout(None), pz.nn.DisabledDropout)
+    assert isinstance(pz.nn.maybe_dropout(0.1), pz.nn.StochasticDropout)
+    x = _x()
+    assert pz.nn.DisabledDropout(0.5, ())(x) is x
+
+  def test_layer_stack_runs_identical_layers_in_sequence(self):
+    def builder(init_base_rng, name):
+      return pz.nn.Linear.from_config(
+          name=name,
+          init_base_rng=init_base_rng,
+          input_axes={"features": 3},
+          output_axes={"features_out": 3},
+          rename_outputs_if_necessary=False,
+      )
+
+    def block(init_base_rng, name):
+      return pz.nn.Sequential([
+          builder(init_base_rng, name),
+          pz.nn.RenameAxes(old="features_out", new="features"),
+      ])
+
+    stack = pz.nn.LayerStack.from_sublayer_builder(
+        builder=block,
+        stack_axis="layers",
+        stack_axis_size=2,
+        init_base_rng=jax.random.key(0),
+        builder_kwargs={"name": "stack"},
+    )
+    (param,) = pz.unbind_params(stack)[1]
+    assert param.value.named_shape["layers"] == 2
+    x = _x()
+    out = stack(x)
+    w = param.value.unwrap("layers", "features", "features_out")
+    np.testing.assert_allclose(
+        _np(out), _np(x) @ np.asarray(w[0]) @ np.asarray(w[1]),
+        rtol=1e-5, atol=1e-6,
+    )
+    (key,) = [
+        k for k in pz.select(stack).at_instances_of(pz.Parameter)
+        .get_keypaths()[0]
+        if isinstance(k, pz.nn.LayerStackGetAttrKey)
+    ]
+    assert pz.nn.layerstack_axes_from_keypath((key,)) == {"layers": 2}
