@@ -187,3 +187,107 @@ def test_reference_class_statements(doc: str) -> None:
       elif not issubclass(cls, base_cls):
         problems.append(f"{doc}.md:{line}: {name} is not a subclass of {base}")
   assert not problems, "\n".join(problems)
+
+
+_FIELD_INTRO = re.compile(
+    r"(?<![\w`])[Ff]ields?\b(?P<paren> \([^)]*\))?(?:, in order)?:?\s*(?=`|\(|$)", re.M
+)
+_FIELD_SPAN = re.compile(r"^([A-Za-z_]\w*)(?::\s*(.*?))?(?:\s*=\s*(.+))?$", re.S)
+# Classes whose field list the reference states by reference to another class.
+_IRREGULAR_FIELD_TEXT = {
+    "KVCachingAttention",  # "the five sublayer fields as in `Attention`, then ..."
+    "ApplyCausalSlidingWindowAttentionMask",  # "then the same four static fields"
+}
+
+
+def _field_clause(section: str) -> tuple[str, str] | None:
+  """(parenthetical header, text of the field list) of a class section."""
+  match = _FIELD_INTRO.search(section)
+  if match is None:
+    return None
+  rest = section[match.end() :]
+  out, in_code, depth = [], False, 0
+  for k, ch in enumerate(rest):
+    if ch == "`":
+      in_code = not in_code
+    elif not in_code:
+      depth += (ch == "(") - (ch == ")")
+      at_end = (
+          rest.startswith("\n- ", k)
+          or rest.startswith("\n\n", k)
+          or rest.startswith(". ", k)
+          or rest.startswith(".\n", k)
+          or (ch == ";" and depth == 0)
+          or depth < 0
+          or rest.startswith(" Constructor", k)
+      )
+      if at_end:
+        break
+    out.append(ch)
+  return match.group("paren") or "", "".join(out)
+
+
+def _reference_fields(paren: str, clause: str) -> list[tuple[str, bool, str | None]]:
+  """(name, static, default source) for each field the clause lists."""
+  fields = []
+  for span, after in re.findall(r"`([^`]*)`([^`]*)", clause):
+    match = _FIELD_SPAN.match(span)
+    if match is None:
+      continue
+    note = after.lower()
+    static = bool(re.match(r"\s*\([^)]*\bstatic", note)) and "not static" not in note
+    default = match.group(3)
+    if "default_factory" in note:
+      default = "__FACTORY__"
+    elif default is not None:
+      default = ast_normalize(default)
+    fields.append((match.group(1), static, default))
+  if "all static" in paren:
+    fields = [(n, True, d) for n, _, d in fields]
+  elif "first three static" in paren:
+    fields = [(n, i < 3, d) for i, (n, _, d) in enumerate(fields)]
+  return fields
+
+
+def ast_normalize(src: str) -> str | None:
+  import ast
+
+  return _normalize_default(ast.unparse(ast.parse(src, mode="eval")))
+
+
+@pytest.mark.parametrize("doc", list(DOCS))
+def test_reference_field_lists(doc: str) -> None:
+  from penzai.core import struct
+
+  specs = {h.resolve(s.target).__name__: s for s in DOCS[doc].CLASSES}
+  lines = (REFERENCE_DIR / f"{doc}.md").read_text().split("\n")
+  statements = [s for s in _statements(doc) if s[1]]
+  checked, problems = 0, []
+  for i, (line, _, name, _) in enumerate(statements):
+    stop = statements[i + 1][0] - 1 if i + 1 < len(statements) else len(lines)
+    end = next((j for j in range(line, stop) if lines[j].startswith("#")), stop)
+    clause = _field_clause("\n".join(lines[line - 1 : end]))
+    if clause is None or name in _IRREGULAR_FIELD_TEXT:
+      continue
+    expected = _reference_fields(*clause)
+    spec = specs.get(name)
+    if spec is None or spec.fields is None:
+      problems.append(f"{doc}.md:{line}: {name} lists fields but has no field table")
+      continue
+    checked += 1
+    ours = h.parse_signature(spec.fields)
+    pytree = struct.is_pytree_dataclass_type(h.resolve(spec.target))
+    if [f[0] for f in expected] != [p.name for p in ours]:
+      problems.append(
+          f"{doc}.md:{line}: {name} fields {[f[0] for f in expected]} vs table"
+          f" {[p.name for p in ours]}"
+      )
+      continue
+    for (field, static, default), p in zip(expected, ours):
+      if pytree and static != (p.annotation_src == "static"):
+        problems.append(f"{doc}.md:{line}: {name}.{field} static={static} in the reference")
+      want = None if p.default_src is None else _normalize_default(p.default_src)
+      if default != want:
+        problems.append(f"{doc}.md:{line}: {name}.{field} default {default} vs table {want}")
+  assert checked >= 3, "reference parsing found suspiciously few field lists"
+  assert not problems, "\n".join(problems)
