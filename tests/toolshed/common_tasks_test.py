@@ -790,3 +790,54 @@ def test_interrupted_save_leaves_previous_checkpoint_readable(
       _np(restored_model(x), "batch", "features"),
       _np(model(x), "batch", "features"),
   )
+
+
+# ---------------------------------------------------------------------------
+# Loading pretrained models: a Gemma Flax checkpoint restored with orbax
+
+
+def test_loading_gemma_from_an_orbax_checkpoint(tmp_path, monkeypatch):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  from penzai.models.transformer.variants import gemma  # pylint: disable=g-import-not-at-top
+
+  # A tiny stand-in for the "gemma_2b" preset (the real one is 2B params).
+  emb, proj, hidden, vocab = 8, 4, 8, VOCAB
+  monkeypatch.setattr(gemma, "_GEMMA_PRESETS", {
+      "gemma_2b": dict(num_decoder_blocks=1, vocab_size=vocab, num_kv_heads=1,
+                       query_head_multiplier=2, embedding_dim=emb,
+                       projection_dim=proj, mlp_hidden_dim=hidden),
+  })
+  rng = np.random.RandomState(0)
+
+  def w(*shape):
+    return (rng.randn(*shape) * 0.3).astype(np.float32)
+
+  pre = "transformer/layer_0/"
+  gating = (
+      w(2, hidden, emb) if gemma._NEEDS_GATING_TRANSPOSE["gemma_2b"]
+      else w(2, emb, hidden)
+  )
+  flax_params = {
+      "transformer/embedder": {"input_embedding": w(vocab, emb)},
+      "transformer/final_norm": {"scale": w(emb)},
+      pre + "pre_attention_norm": {"scale": w(emb)},
+      pre + "pre_ffw_norm": {"scale": w(emb)},
+      pre + "mlp/gating_einsum": {"w": gating},
+      pre + "mlp/linear": {"w": w(hidden, emb)},
+      pre + "attn/q_einsum": {"w": w(2, emb, proj)},
+      pre + "attn/kv_einsum": {"w": w(2, 1, emb, proj)},
+      pre + "attn/attn_vec_einsum": {"w": w(2, proj, emb)},
+  }
+  ckpt_path = os.fspath(tmp_path / "gemma")
+  checkpointer = ocp.PyTreeCheckpointer()
+  checkpointer.save(ckpt_path, flax_params)
+  flax_params_dict = checkpointer.restore(ckpt_path)
+  model = gemma.gemma_from_pretrained_checkpoint(
+      flax_params_dict, preset_name="gemma_2b"
+  )
+  direct = gemma.gemma_from_pretrained_checkpoint(
+      flax_params, preset_name="gemma_2b"
+  )
+  np.testing.assert_allclose(
+      _logits(model, _tokens()), _logits(direct, _tokens()), rtol=1e-6
+  )
