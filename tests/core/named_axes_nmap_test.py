@@ -237,7 +237,7 @@ def test_nmap_under_lax_scan():
 _SIZES = {"a": 2, "b": 3, "c": 4}
 
 
-@settings(max_examples=8)
+@settings(max_examples=6)
 @given(data=st.data())
 def test_nmap_agrees_with_nested_vmap(data):
   x_names = data.draw(st.permutations(["a", "b", "c"]))
@@ -264,7 +264,7 @@ def test_nmap_agrees_with_nested_vmap(data):
   assert list(result.named_shape) == list(dict.fromkeys([*x_names, *y_names]))
 
 
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(data=st.data())
 def test_operators_match_nmap_of_operator_exactly(data):
   x_names = data.draw(st.permutations(["a", "b"]))
