@@ -635,3 +635,23 @@ def test_named_array_view_has_no_wrap() -> None:
 
   assert "wrap" not in vars(named_axes.NamedArrayView)
   assert not hasattr(named_axes.NamedArrayView, "wrap")
+
+
+def test_pytree_dataclass_is_a_dataclass_transform() -> None:
+  info = getattr(pz.pytree_dataclass, "__dataclass_transform__", None)
+  assert info is not None
+  assert info["frozen_default"] is True
+  import dataclasses
+
+  assert tuple(info["field_specifiers"]) == (dataclasses.field,)
+
+
+def test_selection_is_subscriptable_generic() -> None:
+  alias = pz.Selection[int]
+  assert typing_get_origin(alias) is pz.Selection
+
+
+def typing_get_origin(alias: Any) -> Any:
+  import typing
+
+  return typing.get_origin(alias)

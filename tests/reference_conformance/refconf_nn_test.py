@@ -441,3 +441,51 @@ FINAL_MEMBERS = [
 @pytest.mark.parametrize("target", FINAL_MEMBERS)
 def test_member_is_typing_final(target: str) -> None:
   assert h.is_final(target), f"{target} should be decorated with @typing.final"
+
+
+def _all_layer_classes() -> list[type]:
+  import importlib
+  import pkgutil
+
+  import penzai.models
+  import penzai.nn
+  import penzai.toolshed
+
+  for package in (penzai.nn, penzai.models, penzai.toolshed):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+      if info.name.endswith("patch_ipdb"):
+        continue  # needs IPython
+      importlib.import_module(info.name)
+  seen: list[type] = []
+  stack = [pz.nn.Layer]
+  while stack:
+    cls = stack.pop()
+    for sub in cls.__subclasses__():
+      if sub not in seen:
+        seen.append(sub)
+        stack.append(sub)
+  prefixes = ("penzai.nn.", "penzai.models.", "penzai.toolshed.")
+  return sorted(
+      (c for c in seen if c.__module__.startswith(prefixes)), key=lambda c: c.__qualname__
+  )
+
+
+def test_every_layer_call_takes_one_main_input_and_side_inputs() -> None:
+  """nn.md 0.2: `layer(argument, **side_inputs)`, unknown side inputs ignored."""
+  import inspect
+
+  P = inspect.Parameter
+  problems = []
+  classes = _all_layer_classes()
+  assert len(classes) >= 40
+  for cls in classes:
+    params = list(inspect.signature(cls.__call__).parameters.values())[1:]
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    required_positional = [p for p in positional if p.default is P.empty]
+    required_keyword = [
+        p for p in params if p.kind == P.KEYWORD_ONLY and p.default is P.empty
+    ]
+    has_var_keyword = any(p.kind == P.VAR_KEYWORD for p in params)
+    if len(required_positional) != 1 or required_keyword or not has_var_keyword:
+      problems.append(f"{cls.__module__}.{cls.__qualname__}.__call__{inspect.signature(cls.__call__)}")
+  assert not problems, "\n".join(problems)
