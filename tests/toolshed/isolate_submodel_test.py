@@ -183,3 +183,17 @@ def test_capturer_records_calls():
   )
   capturer(out)
   assert len(saved.value) == 2
+
+
+def test_mutable_parameters_outside_the_submodel_are_rejected():
+  layer = pz.nn.Elementwise(jnp.tanh)
+  model = pz.nn.Sequential([layer])
+  param = pz.Parameter(value=jnp.zeros(()), label="extra")
+  with pytest.raises(
+      ValueError,
+      match="Expected all variables to be either Parameters or StateVariables,"
+      " but got",
+  ):
+    isolate_submodel.call_and_extract_submodel(
+        pz.select(model).at(lambda m: m.sublayers[0]), _x(), extra=param
+    )

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from penzai import pz
 from penzai.toolshed import model_rewiring
@@ -192,3 +194,64 @@ def test_linearize_wraps_plain_arrays():
   np.testing.assert_allclose(
       _np(out, "features"), 4 + 4 * (np.array([1.0, 3.0]) - 2), rtol=1e-6
   )
+
+
+# Property tests: fixed shapes (no recompilation), random values.
+
+_floats = st.floats(-3, 3, allow_nan=False, width=32)
+
+
+@given(
+    st.lists(_floats, min_size=6, max_size=6),
+    st.lists(_floats, min_size=6, max_size=6),
+    _floats,
+    st.lists(_floats, min_size=4, max_size=4),
+)
+def test_rewiring_is_linear_in_its_input(xs, ys, scale, weights):
+  layer = model_rewiring.RewireComputationPaths(
+      worlds_axis="worlds",
+      world_ordering=("a", "b"),
+      taking={
+          "a": (model_rewiring.From("a", weights[0]),
+                model_rewiring.From("b", weights[1])),
+          "b": (model_rewiring.From("a", weights[2]),
+                model_rewiring.From("b", weights[3])),
+      },
+  )
+  x = pz.nx.wrap(jnp.array(xs, jnp.float32).reshape(2, 3), "worlds", "f")
+  y = pz.nx.wrap(jnp.array(ys, jnp.float32).reshape(2, 3), "worlds", "f")
+  lhs = _np(layer(x * scale + y), "worlds", "f")
+  rhs = scale * _np(layer(x), "worlds", "f") + _np(layer(y), "worlds", "f")
+  np.testing.assert_allclose(lhs, rhs, rtol=1e-4, atol=1e-4)
+  # Hand computation: out[dest] = sum_src w[dest, src] * x[src].
+  w = np.array(weights, np.float32).reshape(2, 2)
+  np.testing.assert_allclose(
+      _np(layer(x), "worlds", "f"), w @ np.array(xs, np.float32).reshape(2, 3),
+      rtol=1e-4, atol=1e-4,
+  )
+
+
+@given(st.lists(_floats, min_size=3, max_size=3),
+       st.lists(_floats, min_size=3, max_size=3))
+def test_linearizing_an_affine_map_is_exact_at_any_point(point, inputs):
+  target = pz.nn.Elementwise(lambda v: 2.0 * v + 1.0)
+  layer = model_rewiring.LinearizeAndAdjust(
+      linearize_around=_Constant(pz.nx.wrap(jnp.array(point, jnp.float32), "f")),
+      evaluate_at=pz.nn.Identity(),
+      target=target,
+  )
+  x = pz.nx.wrap(jnp.array(inputs, jnp.float32), "f")
+  np.testing.assert_allclose(
+      _np(layer(x), "f"), 2.0 * np.array(inputs, np.float32) + 1.0,
+      rtol=1e-5, atol=1e-5,
+  )
+
+
+@given(st.lists(st.floats(0, 1, width=32), min_size=2, max_size=2))
+def test_knockout_preserves_normalization(mask_values):
+  weights = _attn_weights()
+  mask = pz.nx.wrap(jnp.array(mask_values, jnp.float32), "heads")
+  out = model_rewiring.KnockOutAttentionHeads(head_mask=mask)(weights)
+  got = _np(out, "heads", "seq", "kv_seq")
+  np.testing.assert_allclose(got.sum(-1), np.ones((2, 3)), rtol=1e-5)
+  assert np.all(got >= -1e-6)
