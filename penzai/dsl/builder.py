@@ -8,7 +8,7 @@ if the model had been written by hand.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 from penzai.dsl import nodes, registry, semantics
 from penzai.dsl import transformer_nodes as tn
@@ -24,7 +24,9 @@ class BuildContext:
     self.pz = pz
     self.nn = pz.nn
     self.ids: dict[str, Any] = {}
-    self.builders = {k: v.builder for k, v in registry.layer_types().items()}
+    self.builders: dict[str, Callable[..., Any]] = {
+        k: v.builder for k, v in registry.layer_types().items() if v.builder is not None
+    }
 
   def build(self, node: nodes.NodeBase, name: str, rng: Any) -> Any:
     """Builds one node (and records it under its `id`)."""

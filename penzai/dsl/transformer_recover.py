@@ -12,6 +12,12 @@ def _fail(message: str, path: str) -> Exception:
   return _Unsupported(f"cannot recover a Transformer node: {message}", path)
 
 
+def _f(value: Any) -> float:
+  from penzai.dsl.recover import _float
+
+  return _float(value, "model")
+
+
 def _act_name(fn: Any) -> str | None:
   import jax
 
@@ -97,7 +103,7 @@ def _gpt_neox(branch: Any, meta: Any, common: dict[str, Any], name: str, path: s
       "activation_fn": act_fn,
       "rope_subset_size": int(ropes[0].rope_subset_size),
       "rope_wavelength": float(ropes[0].max_wavelength),
-      "layernorm_epsilon": float(norms[0].sublayers[0].epsilon),
+      "layernorm_epsilon": _f(norms[0].sublayers[0].epsilon),
   }
 
 
@@ -137,7 +143,7 @@ def _llamalike(body: Any, proto: Any, stacks: list[Any], blocks: list[Any], meta
   attention_type: Any = att_types[0] if len(set(map(repr, att_types))) == 1 else _period(att_types)
   attn0 = _find(all_blocks[0], nn.Attention)[0]
   q_rescale = [s for s in attn0.input_to_query.sublayers if type(s) is nn.ConstantRescale]
-  scale = float(q_rescale[0].by) if q_rescale else meta.projection_dim ** -0.5
+  scale = _f(q_rescale[0].by) if q_rescale else meta.projection_dim ** -0.5
   query_scaling: Any = "default" if abs(scale - meta.projection_dim ** -0.5) < 1e-7 else scale
   attn_caps = _find(attn0.query_key_to_attn, nn.TanhSoftCap)
   gate = _find(all_blocks[0], nn.NamedGroup)
@@ -150,7 +156,7 @@ def _llamalike(body: Any, proto: Any, stacks: list[Any], blocks: list[Any], meta
   post_ffw = len(getattr(res[1].delta, "sublayers", ())) == 3
   norm = _find(all_blocks[0], nn.RMSStandardize)[0]
   tail = list(body.sublayers)
-  final_cap = float(tail[-1].soft_cap) if type(tail[-1]) is nn.TanhSoftCap else None
+  final_cap = _f(tail[-1].soft_cap) if type(tail[-1]) is nn.TanhSoftCap else None
   tied = any(type(s) is nn.EmbeddingDecode for s in tail)
   return {
       "type": "Transformer", "variant": "llama",
@@ -159,12 +165,12 @@ def _llamalike(body: Any, proto: Any, stacks: list[Any], blocks: list[Any], meta
       "mlp_variant": mlp_variant,
       "tie_embedder_and_logits": tied,
       "rope_wavelength": rope_wave,
-      "rms_norm_eps": float(norm.epsilon),
+      "rms_norm_eps": _f(norm.epsilon),
       "attention_type": attention_type,
       "use_post_attn_norm": post_attn,
       "use_post_ffw_norm": post_ffw,
       "final_logit_softcap": final_cap,
-      "attn_logits_soft_cap": float(attn_caps[0].soft_cap) if attn_caps else None,
+      "attn_logits_soft_cap": _f(attn_caps[0].soft_cap) if attn_caps else None,
       "query_scaling_factor": query_scaling,
       "use_qk_norm": bool(_find(attn0.input_to_query, nn.RMSLayerNorm)),
       "global_scale_factor": global_scale,

@@ -115,3 +115,13 @@ def test_transformer_node_builds_transformer_lm():
   assert type(model) is model_parts.TransformerLM
   assert sorted(set(_labels(model))) == sorted(report.labels)
   dsl.check(spec, deep=True)
+
+
+def test_dropout_nodes_and_deep_check_supply_a_random_stream():
+  spec = _spec(dsl.Sequential(layers=[
+      dsl.Dropout(drop_rate=0.5), dsl.Dropout(drop_rate=0.1, enabled=False, share_across_axes=["batch"])]))
+  dsl.check(spec, deep=True)
+  model = dsl.build(spec)
+  assert type(model.sublayers[0]) is pz.nn.StochasticDropout
+  assert type(model.sublayers[1]) is pz.nn.DisabledDropout
+  assert model.sublayers[1].share_across_axes == ("batch",)

@@ -29,8 +29,13 @@ def _one(text: str, check: bool = False) -> dsl.SpecIssue:
 
 def test_syntax_error_position():
   e = _one(HEADER + "model: {type: Identity\n")
-  assert (e.kind, e.line, e.file) == ("syntax", 5, "doc.yaml")
-  assert str(e).startswith("doc.yaml:5:")
+  assert (e.kind, e.line, e.column, e.file) == ("syntax", 5, 1, "doc.yaml")
+  assert str(e).startswith("doc.yaml:5:1: <document>: YAML syntax error")
+
+
+def test_syntax_error_inside_a_line():
+  e = _one(HEADER + "model: {type: Identity, fn: [relu}\n")
+  assert (e.kind, e.line, e.column) == ("syntax", 4, 34)
 
 
 def test_unknown_key_with_suggestion():

@@ -75,3 +75,23 @@ def test_unsupported_layer_and_unbound_parameters_are_spec_errors():
     dsl.spec_of(pz.nn.Sequential([pz.nn.CheckStructure(expected=None)]))
   with pytest.raises(dsl.SpecError, match="unbound ParameterSlot"):
     dsl.spec_of(dsl.build(dsl.load(SPECS / "mlp.yaml")))
+
+
+@pytest.mark.parametrize("model", [
+    "{type: Transformer, variant: gpt_neox, num_attention_heads: 2, embedding_dim: 8, projection_dim: 4,"
+    " mlp_hidden_dim: 8, num_decoder_blocks: 1, vocab_size: 11, rope_subset_size: 2}",
+    "{type: Transformer, variant: gemma, num_kv_heads: 2, query_head_multiplier: 2, embedding_dim: 8,"
+    " projection_dim: 4, mlp_hidden_dim: 8, num_decoder_blocks: 2, vocab_size: 11, final_logit_softcap: 30.0,"
+    " attn_logits_soft_cap: 50.0, use_qk_norm: true, use_post_attn_norm: true, use_post_ffw_norm: true,"
+    " attention_type: [{sliding_window: 3}, global], global_scale_factor: 8.0, local_rope_wavelength: 100.0,"
+    " query_scaling_factor: 0.3}",
+])
+def test_transformer_lm_is_recovered_as_transformer_node(model):
+  spec = dsl.loads("name: t\ninput: {named_shape: {batch: B, seq: S}, dtype: int32}\nmodel: " + model)
+  recovered = dsl.spec_of(_cheaply_bound(spec))
+  assert recovered.model.type == "Transformer"
+  original = dsl.to_data(spec.model)
+  again = dsl.to_data(recovered.model)
+  # The recovered node spells every field out under a llamalike `llama` variant (same config).
+  assert {k: v for k, v in again.items() if k != "variant" and original.get(k, v) != v} == {}
+  assert sorted(dsl.check(recovered).labels) == sorted(dsl.check(spec).labels)
