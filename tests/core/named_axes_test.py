@@ -173,11 +173,8 @@ def test_with_positional_prefix_transposes_only_when_needed():
   moved = nx.wrap(data, "a", "b").untag("b").with_positional_prefix()
   assert moved.data_array.shape == (3, 2)
   assert list(moved.named_axes) == ["a"]
-  assert arr_is_self(nx.wrap(data))
-
-
-def arr_is_self(arr):
-  return arr.with_positional_prefix() is arr
+  plain = nx.wrap(data)
+  assert plain.with_positional_prefix() is plain
 
 
 def test_as_namedarrayview_layout():
