@@ -140,3 +140,43 @@ def test_parallel_axes_are_carried_and_subselection_only_adapts_it():
       "LoRA:MLP.sublayers[2]/Affine.sublayers[0]/LoRA_A.weights",
       "LoRA:MLP.sublayers[2]/Affine.sublayers[0]/LoRA_B.weights",
   ]
+
+
+def test_lora_inside_a_layer_stack_is_per_layer():
+  stack = pz.nn.LayerStack.from_sublayer_builder(
+      builder=pz.nn.Linear.from_config,
+      stack_axis="blocks",
+      stack_axis_size=3,
+      init_base_rng=jax.random.key(0),
+      builder_kwargs=dict(
+          name="lin", input_axes={"features": 3}, output_axes={"out": 3}
+      ),
+  )
+  model = pz.nn.Sequential([stack])
+  adapted = lora.loraify_linears_in_selection(
+      pz.select(pz.freeze_params(model)), rank=2,
+      init_base_rng=jax.random.key(1),
+  )
+  _, params = pz.unbind_params(adapted)
+  assert [p.label for p in params] == [
+      "LoRA:Sequential.sublayers[0]/LayerStack.stacked_sublayers/LoRA_A.weights",
+      "LoRA:Sequential.sublayers[0]/LayerStack.stacked_sublayers/LoRA_B.weights",
+  ]
+  assert dict(params[0].value.named_shape) == {
+      "blocks": 3, "features": 3, "lowrank": 2
+  }
+  x = pz.nx.wrap(jnp.ones((2, 3)), "batch", "features")
+  rename = pz.nn.RenameAxes(old="out", new="features")
+  base_out = pz.nn.Sequential([
+      pz.select(stack).at_instances_of(pz.nn.Linear).apply(
+          lambda lin: pz.nn.Sequential([lin, rename])
+      )
+  ])
+  adapted_out = pz.select(adapted).at_instances_of(lora.LowRankAdapter).apply(
+      lambda ad: pz.nn.Sequential([ad, rename])
+  )
+  np.testing.assert_allclose(
+      adapted_out(x).unwrap("batch", "features"),
+      base_out(x).unwrap("batch", "features"),
+      rtol=1e-6,
+  )
