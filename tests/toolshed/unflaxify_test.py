@@ -183,3 +183,35 @@ def test_args_and_kwargs_capture_and_color():
   import treescope  # pylint: disable=g-import-not-at-top
   text = treescope.render_to_text(converted)
   assert "InterceptedFlaxModuleMethod" in text and "proj.kernel" in text
+
+
+class _TwoMethods(nn.Module):
+
+  def setup(self):
+    self.dense = nn.Dense(2)
+
+  def encode(self, x):
+    return jnp.tanh(self.dense(x))
+
+  def __call__(self, x):
+    return self.encode(x) * 2
+
+
+def test_other_methods_and_self_calls():
+  module = _TwoMethods()
+  x = _x()
+  variables = module.init(jax.random.key(5), x)
+  encode = unflaxify.unflaxify_apply(module, variables, x, method="encode")
+  assert encode.method_name == "encode"
+  np.testing.assert_allclose(
+      encode(unflaxify.ArgsAndKwargs.capture(x)),
+      module.apply(variables, x, method="encode"),
+      rtol=1e-6,
+  )
+  full = unflaxify.unflaxify_apply(module, variables, x)
+  # `self.encode(...)` is a call on the module itself, not a submodule call.
+  assert list(full.submodule_calls) == [(0, "dense.__call__")]
+  np.testing.assert_allclose(
+      full(unflaxify.ArgsAndKwargs.capture(x)), module.apply(variables, x),
+      rtol=1e-6,
+  )
