@@ -1,0 +1,1 @@
+"""Tests for penzai.toolshed (a package so test module names stay unique)."""
