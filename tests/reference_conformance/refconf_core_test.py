@@ -655,3 +655,21 @@ def typing_get_origin(alias: Any) -> Any:
   import typing
 
   return typing.get_origin(alias)
+
+
+@pytest.mark.parametrize(
+    "target,count",
+    [(f"{SEL}:Selection.apply", 4), (f"{VAR}:unbind_variables", 2)],
+)
+def test_typing_overloads(target: str, count: int) -> None:
+  """core.md: `apply` has overloads for the four flag combinations,
+  `unbind_variables` for ``freeze: Literal[False]`` / ``Literal[True]``."""
+  import typing
+
+  overloads = typing.get_overloads(h.resolve(target))
+  assert len(overloads) == count
+  if target.endswith("unbind_variables"):
+    freeze_annotations = sorted(
+        str(inspect.signature(o).parameters["freeze"].annotation) for o in overloads
+    )
+    assert all("Literal" in a for a in freeze_annotations), freeze_annotations
