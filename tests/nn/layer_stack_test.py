@@ -389,3 +389,13 @@ def test_random_stream_side_input_is_threaded_through_layers():
   np.testing.assert_array_equal(
       out.unwrap("batch", "features"), expected.unwrap("batch", "features")
   )
+
+
+def test_builder_rejects_unnamed_leaves_that_depend_on_the_key():
+  def random_scale(init_base_rng):
+    return pz.nn.ConstantRescale(by=jax.random.uniform(init_base_rng))
+
+  with pytest.raises(ValueError, match="depends on the initialization key"):
+    pz.nn.LayerStack.from_sublayer_builder(
+        random_scale, "layers", 2, jax.random.key(0), {}
+    )
