@@ -41,7 +41,9 @@ def test_show_token_array_positional_input():
   for piece in ["<bos>", "hello", "▁world", "!"]:
     assert piece in text
   # Non-printable characters are shown via repr (quotes stripped).
-  assert "tab\\\\there" in text or "tab\\there" in text
+  assert "Text(text='tab\\\\there')" in text
+  # Control tokens are shown in gray.
+  assert "CSSStyled(child=Text(text='<bos>'), style='color: gray')" in text
 
 
 def test_show_token_array_named_order_and_single_row():
