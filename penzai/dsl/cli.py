@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("file", metavar="FILE")
   p.add_argument("--seed", type=int, default=0, help="PRNG seed for parameters and input")
   p.add_argument("--html", metavar="OUT", help="write a treescope HTML rendering of the model")
+  p.add_argument("--optimize", action="store_true", help="compile the forward pass with XLA optimizations")
 
   sub.add_parser("schema", help="print the JSON Schema of spec documents")
 
@@ -75,7 +76,13 @@ def _build(args: argparse.Namespace) -> int:
   from penzai import pz
 
   run = pz.variable_jit(lambda m, x, s: m(x, **s))
-  out = run(model, x, {**sides, **checker.random_stream_side_inputs(model)})
+  # This forward pass is a smoke test: compile without XLA's optimizations (seconds, not minutes).
+  previous = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", not args.optimize)
+  try:
+    out = run(model, x, {**sides, **checker.random_stream_side_inputs(model)})
+  finally:
+    jax.config.update("jax_disable_most_optimizations", previous)
   print(report.table())
   if sizes:
     print("symbol sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))

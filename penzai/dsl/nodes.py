@@ -13,7 +13,7 @@ types work everywhere) or an already-built node object.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError, core_schema
@@ -62,7 +62,7 @@ Initializer = Annotated[str, AfterValidator(_check_initializer)]
 class NodeBase(BaseModel):
   """Base of every layer node (including `Ref`)."""
 
-  model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
+  model_config = ConfigDict(extra="forbid", frozen=True)
   type: str
 
   def child_items(self) -> list[tuple[tuple[str | int, ...], str, "NodeBase"]]:

@@ -18,8 +18,17 @@ def test_expected_examples_exist():
   assert (SPECS / "sweep_mlp.yaml").exists()
 
 
+@pytest.fixture
+def fast_compile():
+  """XLA optimizations off: compiling a whole model takes seconds instead of half a minute."""
+  previous = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)
+
+
 @pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
-def test_example_validates_builds_and_runs(path):
+def test_example_validates_builds_and_runs(path, fast_compile):
   assert path.read_text().startswith("# yaml-language-server: $schema=../../schemas/model-spec.schema.json")
   spec = dsl.load(path)
   report = dsl.check(spec, deep=True)

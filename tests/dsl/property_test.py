@@ -16,7 +16,7 @@ def test_static_output_matches_eval_shape(spec):
   assert report.output.named_shape["batch"] == spec.input.named_shape["batch"]
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(model_specs())
 def test_building_twice_with_same_key_gives_identical_parameters(spec):
   def values(model):
