@@ -34,6 +34,29 @@ def _call(model, tokens):
     return model(tokens)
 
 
+def _random_model(config: lc.LlamalikeTransformerConfig, seed: int):
+    """A model with random numpy weights of the shapes `init_base_rng` would give.
+
+    (Shapes come from `jax.eval_shape`, so no JAX random-number kernels are
+    compiled; the real random init is tested separately on a tiny config.)
+    """
+    shapes = jax.eval_shape(
+        lambda key: pz.unbind_params(lc.build_llamalike_transformer(config, key), freeze=True)[1],
+        jax.random.key(0),
+    )
+    rng = np.random.RandomState(seed)
+    params = [
+        pz.Parameter(
+            value=pz.nx.wrap(
+                (rng.randn(*p.value.data_array.shape) * 0.3).astype(np.float32)
+            ).tag(*p.value.named_shape),
+            label=p.label,
+        )
+        for p in shapes
+    ]
+    return pz.bind_variables(lc.build_llamalike_transformer(config), params)
+
+
 @pytest.fixture(scope="module")
 def full_model():
     """A randomly initialized model with every optional feature switched on."""
@@ -42,7 +65,7 @@ def full_model():
         use_post_ffw_norm=True, final_logit_softcap=30.0, attn_logits_soft_cap=50.0,
         attention_type=(SW(3), G()), mlp_variant="geglu_approx",
     )
-    return lc.build_llamalike_transformer(config, jax.random.key(0))
+    return _random_model(config, 0)
 
 
 def _labels(model) -> list:
@@ -67,6 +90,22 @@ def test_config_fields_defaults_and_keyword_only():
     with pytest.raises(TypeError):
         lc.LlamalikeTransformerConfig(2, 2, E, P, F, 2, V, "swiglu", False)  # type: ignore[misc]
     assert isinstance(SW(3), lc.AttentionType) and isinstance(G(), lc.AttentionType)
+
+
+def test_random_init_creates_labelled_parameters():
+    config = _config(
+        num_decoder_blocks=1, vocab_size=5, embedding_dim=4, mlp_hidden_dim=4,
+        tie_embedder_and_logits=True,
+    )
+    model = lc.build_llamalike_transformer(config, jax.random.key(3), name="m")
+    params = pz.select(model).at_instances_of(pz.Parameter).get_sequence()
+    by_label = {p.label: p for p in params}
+    assert len(by_label) == 11 and len(params) == 12  # the tied table appears twice
+    norm = by_label["m/block_0/pre_attention_norm/scale.weights"].value
+    np.testing.assert_array_equal(np.asarray(norm.unwrap("embedding")), np.ones(4))
+    query = by_label["m/block_0/attention/query.weights"].value
+    assert dict(query.named_shape) == {"embedding": 4, "head_groups": 2, "query_heads": 2, "projection": P}
+    assert float(np.abs(np.asarray(query.unwrap(*query.named_shape))).max()) > 0
 
 
 def test_block_paths_and_layer_types(full_model):
@@ -166,7 +205,7 @@ def test_layer_stack_labels_and_dtype_cast():
 
 def test_stacked_model_matches_unstacked_with_same_weights():
     config = _config(num_kv_heads=1, query_head_multiplier=2)
-    plain = lc.build_llamalike_transformer(config, jax.random.key(1))
+    plain = _random_model(config, 1)
     stacked_skeleton = lc.build_llamalike_transformer(dataclasses.replace(config, use_layer_stack=True))
     values = {p.label: p.value for p in pz.select(plain).at_instances_of(pz.Parameter).get_sequence()}
     bound = []
@@ -223,9 +262,7 @@ def test_attention_type_selection_and_rope_settings():
 
 @pytest.fixture(scope="module")
 def causal_model():
-    return lc.build_llamalike_transformer(
-        _config(attention_type=(SW(3), G())), jax.random.key(2)
-    )
+    return _random_model(_config(attention_type=(SW(3), G())), 2)
 
 
 @hypothesis.given(

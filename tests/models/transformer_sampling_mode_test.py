@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -143,7 +144,12 @@ def test_stateless_call_leaves_state_untouched(gqa_model):
         gqa_model, cache_len=8, batch_axes={"batch": 2}
     )
     unbound, state = pz.unbind_state_vars(sampler, freeze=True)
-    out, new_state = unbound.stateless_call(state, _tokens(3))
+    no_params, params = pz.unbind_params(unbound, freeze=True)
+    out, new_state = jax.jit(
+        lambda params, state, tokens: pz.bind_variables(no_params, params).stateless_call(
+            state, tokens
+        )
+    )(params, state, _tokens(3))
     assert dict(out.named_shape) == {"batch": 2, "seq": 3, "vocabulary": VOCAB}
     by_label = {v.label: v for v in new_state}
     assert int(by_label["sampler/cache_end_index"].value) == 3
