@@ -25,7 +25,7 @@ def layer_chain(draw, axis: str, size: int, depth: int = 0, max_len: int = 4, ke
     if not in_stack:
       choices.append("rmsnorm")
     if not keep_shape:
-      choices += ["linear_new", "affine", "rename", "branches", "softmax"]
+      choices += ["linear_new", "affine", "rename", "branches", "softmax", "cast"]
     if depth < 1:
       choices += ["repeat", "stack"]
     kind = draw(st.sampled_from(choices))
@@ -48,6 +48,8 @@ def layer_chain(draw, axis: str, size: int, depth: int = 0, max_len: int = 4, ke
       layers.append(dsl.RMSLayerNorm(name=name, across_axes={axis: size}))
     elif kind == "rescale":
       layers.append(dsl.ConstantRescale(by=draw(st.floats(-2, 2, allow_nan=False))))
+    elif kind == "cast":
+      layers.append(dsl.CastToDType(dtype=draw(st.sampled_from(["float32", "bfloat16", "float16"]))))
     elif kind == "identity":
       layers.append(dsl.Identity())
     elif kind == "softmax":

@@ -1,0 +1,759 @@
+"""`penzai.dsl` used the way a newcomer who has only read the design doc would.
+
+Every spec under `newcomer_specs/` was written from `shared/design/dsl.md` and
+the layer reference alone (field names = `from_config` / constructor keyword
+arguments). The tests load, check, build and run them through the public API
+and the `penzai` command line, and check that typical mistakes are reported as
+`FILE:LINE:COL: key.path: message` with suggestions.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from penzai import dsl
+from penzai import pz
+
+SPECS = pathlib.Path(__file__).parent / "newcomer_specs"
+ERRORS = SPECS / "errors"
+PENZAI_CLI = pathlib.Path(sys.executable).parent / "penzai"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _floats(named_shape: dict[str, int], seed: int = 0) -> pz.nx.NamedArray:
+  """A float32 NamedArray with the given named shape."""
+  data = jax.random.normal(jax.random.key(seed), tuple(named_shape.values()))
+  return pz.nx.wrap(data).tag(*named_shape)
+
+
+def _tokens(named_shape: dict[str, int], vocab: int) -> pz.nx.NamedArray:
+  """An int32 token NamedArray with values in [0, vocab)."""
+  data = jax.random.randint(
+      jax.random.key(1), tuple(named_shape.values()), 0, vocab
+  )
+  return pz.nx.wrap(data.astype(jnp.int32)).tag(*named_shape)
+
+
+def _positions(batch: int, seq: int) -> pz.nx.NamedArray:
+  """token_positions side input {batch, seq}."""
+  data = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
+  return pz.nx.wrap(data).tag("batch", "seq")
+
+
+def _labels(model: Any) -> set[str]:
+  """Labels of every Parameter in a built model."""
+  params = pz.select(model).at_instances_of(pz.Parameter).get_sequence()
+  return {p.label for p in params}
+
+
+def _static_output(report: Any) -> dict[str, Any]:
+  """The statically inferred output named shape of a check report."""
+  return dict(report.output.named_shape)
+
+
+def _concrete(static: dict[str, Any], sizes: dict[str, int]) -> dict[str, int]:
+  """Replaces symbolic sizes (`B`, `S`, ...) by the sizes used at run time."""
+  return {
+      axis: (sizes[str(size)] if str(size) in sizes else size)
+      for axis, size in static.items()
+  }
+
+
+def _load(name: str) -> Any:
+  return dsl.load(str(SPECS / name))
+
+
+def _spec_error(path: pathlib.Path) -> tuple[Any, str]:
+  """Loads (and statically checks) a bad spec; returns the SpecError + text."""
+  with pytest.raises(dsl.SpecError) as info:
+    spec = dsl.load(str(path))
+    dsl.check(spec)
+  return info.value, str(info.value)
+
+
+def _line(text: str, path: pathlib.Path, line: int, col: int | None = None) -> str:
+  """The error line of `text` located at path:line[:col]."""
+  prefix = f"{path}:{line}:" + (f"{col}:" if col is not None else "")
+  for entry in text.splitlines():
+    if entry.startswith(prefix):
+      return entry
+  raise AssertionError(f"no error at {prefix!r} in:\n{text}")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+  return subprocess.run(
+      [str(PENZAI_CLI), *args],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
+  )
+
+
+# ----------------------------------------------- valid specs: build + run
+
+B, S = 2, 3
+
+
+class Case:
+  """A valid spec, the input to run it on, and what must come out."""
+
+  def __init__(
+      self,
+      file: str,
+      make_input: Callable[[], Any],
+      expected: dict[str, int],
+      sizes: dict[str, int],
+      side_inputs: Callable[[], dict[str, Any]] = dict,
+      labels: set[str] | None = None,
+  ):
+    self.file = file
+    self.make_input = make_input
+    self.expected = expected
+    self.sizes = sizes
+    self.side_inputs = side_inputs
+    self.labels = labels
+
+  def __repr__(self) -> str:
+    return self.file
+
+
+def _rope_side() -> dict[str, Any]:
+  return {"token_positions": _positions(B, S)}
+
+
+CASES = [
+    Case(
+        "mlp.yaml",
+        lambda: _floats({"batch": B, "features": 8}),
+        {"batch": B, "features": 2},
+        {"B": B},
+        labels={
+            "mlp/Affine_0/Linear.weights",
+            "mlp/Affine_0/AddBias.bias",
+            "mlp/Affine_2/Linear.weights",
+            "mlp/Affine_2/AddBias.bias",
+        },
+    ),
+    Case(
+        "residual_mlp.yaml",
+        lambda: _floats({"batch": B, "seq": S, "embedding": 8}),
+        {"batch": B, "seq": S, "embedding": 8},
+        {"B": B, "S": S},
+        labels={
+            "resmlp/block/norm/scale.weights",
+            "resmlp/block/norm/shift.bias",
+            "resmlp/block/up/Linear.weights",
+            "resmlp/block/up/AddBias.bias",
+            "resmlp/block/down/Linear.weights",
+            "resmlp/block/down/AddBias.bias",
+            "resmlp/final_norm/scale.weights",
+        },
+    ),
+    Case(
+        "named_group.yaml",
+        lambda: _floats({"batch": B, "features": 4}),
+        {"batch": B, "hidden": 6},
+        {"B": B},
+        labels={"net/encoder/proj.weights", "net/encoder/bias.bias"},
+    ),
+    Case(
+        "branch_add.yaml",
+        lambda: _floats({"batch": B, "features": 5}),
+        {"batch": B, "features": 5},
+        {"B": B},
+        labels={
+            "parallel/Sequential_1/left.weights",
+            "parallel/Sequential_1/right.weights",
+        },
+    ),
+    Case(
+        "gated_mlp.yaml",
+        lambda: _floats({"batch": B, "seq": S, "embedding": 8}),
+        {"batch": B, "seq": S, "embedding": 8},
+        {"B": B, "S": S},
+        labels={
+            "ffw/BranchAndMultiplyTogether_0/gate/gating_linear.weights",
+            "ffw/BranchAndMultiplyTogether_0/value_linear.weights",
+            "ffw/out_linear.weights",
+        },
+    ),
+    Case(
+        "repeat.yaml",
+        lambda: _floats({"batch": B, "features": 4}),
+        {"batch": B, "features": 4},
+        {"B": B},
+    ),
+    Case(
+        "repeat_stack.yaml",
+        lambda: _floats({"batch": B, "features": 4}),
+        {"batch": B, "features": 4},
+        {"B": B},
+    ),
+    Case(
+        "linear_options.yaml",
+        lambda: _floats({"batch": B, "heads": 2, "features": 4}),
+        {"batch": B, "heads": 2, "extra": 2, "features": 4, "copies": 2},
+        {"B": B},
+        labels={
+            "lin/per_head.weights",
+            "lin/bias.bias",
+            "lin/mix/Linear.weights",
+            "lin/mix/AddBias.bias",
+        },
+    ),
+    Case(
+        "rename_rescale.yaml",
+        lambda: _floats({"batch": B, "features": 6}),
+        {"examples": B, "features": 6},
+        {"B": B},
+        labels=set(),
+    ),
+    Case(
+        "standardize.yaml",
+        lambda: _floats({"batch": B, "seq": S, "embedding": 8}),
+        {"batch": B, "seq": S, "embedding": 8},
+        {"B": B, "S": S},
+        labels={
+            "norms/LayerNorm_2/scale.weights",
+            "norms/LayerNorm_2/shift.bias",
+            "norms/RMSLayerNorm_3/scale.weights",
+        },
+    ),
+    Case(
+        "tied_embedding.yaml",
+        lambda: _tokens({"batch": B, "seq": S}, 13),
+        {"batch": B, "seq": S, "vocabulary": 13},
+        {"B": B, "S": S},
+        labels={
+            "lm/embedder.embeddings",
+            "lm/hidden/Linear.weights",
+            "lm/hidden/AddBias.bias",
+        },
+    ),
+    Case(
+        "ref_tying.yaml",
+        lambda: _floats({"batch": B, "features": 4}),
+        {"batch": B, "features": 4},
+        {"B": B},
+        labels={"tied/proj/Linear.weights", "tied/proj/AddBias.bias"},
+    ),
+    Case(
+        "rope.yaml",
+        lambda: _floats({"batch": B, "seq": S, "heads": 2, "projection": 8}),
+        {"batch": B, "seq": S, "heads": 2, "projection": 8},
+        {"B": B, "S": S},
+        side_inputs=_rope_side,
+        labels=set(),
+    ),
+    Case(
+        "explicit_mask.yaml",
+        lambda: _floats({"seq": S, "kv_seq": S}),
+        {"seq": S, "kv_seq": S},
+        {"S": S},
+        side_inputs=lambda: {
+            "attn_mask": pz.nx.wrap(jnp.tril(jnp.ones((S, S), bool))).tag(
+                "seq", "kv_seq"
+            )
+        },
+        labels=set(),
+    ),
+    Case(
+        "mlp_node.yaml",
+        lambda: _floats({"batch": B, "features": 8}),
+        {"batch": B, "features": 4},
+        {"B": B},
+        labels={
+            "mlp/Affine_0/Linear.weights",
+            "mlp/Affine_0/AddBias.bias",
+            "mlp/Affine_1/Linear.weights",
+            "mlp/Affine_1/AddBias.bias",
+        },
+    ),
+    Case(
+        "params_arith.yaml",
+        lambda: _floats({"batch": B, "features": 8}),
+        {"batch": B, "out": 7},
+        {"B": B},
+        labels={"arith/Linear_0.weights", "arith/Linear_1.weights"},
+    ),
+    Case(
+        "attention_block.yaml",
+        lambda: _floats({"batch": B, "seq": S, "embedding": 16}),
+        {"batch": B, "seq": S, "embedding": 16},
+        {"B": B, "S": S},
+        side_inputs=_rope_side,
+    ),
+    Case(
+        "sliding_window_attention.yaml",
+        lambda: _floats({"batch": B, "seq": S, "embedding": 8}),
+        {"batch": B, "seq": S, "embedding": 8},
+        {"B": B, "S": S},
+        side_inputs=_rope_side,
+    ),
+    Case(
+        "sweep_base.yaml",
+        lambda: _floats({"batch": B, "features": 4}),
+        {"batch": B, "features": 2},
+        {"B": B},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_valid_spec_checks_builds_and_runs(case: Case):
+  spec = _load(case.file)
+  report = dsl.check(spec)
+  model = dsl.build(spec, init_base_rng=jax.random.key(0))
+  assert isinstance(model, pz.nn.Layer)
+  out = model(case.make_input(), **case.side_inputs())
+  assert dict(out.named_shape) == case.expected
+  assert not out.positional_shape
+  assert _concrete(_static_output(report), case.sizes) == case.expected
+  assert bool(jnp.all(jnp.isfinite(out.data_array.astype(jnp.float32))))
+  if case.labels is not None:
+    assert _labels(model) == case.labels
+
+
+DEEP = ["mlp.yaml", "attention_block.yaml", "tied_embedding.yaml",
+        "repeat_stack.yaml", "linear_options.yaml"]
+
+
+@pytest.mark.parametrize("file", DEEP)
+def test_deep_check_agrees_without_allocating(file: str):
+  spec = _load(file)
+  report = dsl.check(spec, deep=True)
+  assert _static_output(report)
+
+
+def test_build_without_rng_gives_parameter_slots():
+  model = dsl.build(_load("mlp.yaml"), init_base_rng=None)
+  slots = pz.select(model).at_instances_of(pz.ParameterSlot).get_sequence()
+  assert {s.label for s in slots} == {
+      "mlp/Affine_0/Linear.weights",
+      "mlp/Affine_0/AddBias.bias",
+      "mlp/Affine_2/Linear.weights",
+      "mlp/Affine_2/AddBias.bias",
+  }
+  assert not pz.select(model).at_instances_of(pz.Parameter).get_sequence()
+
+
+def test_same_key_builds_identical_parameters():
+  spec = _load("mlp.yaml")
+  a = dsl.build(spec, init_base_rng=jax.random.key(3))
+  b = dsl.build(spec, init_base_rng=jax.random.key(3))
+  c = dsl.build(spec, init_base_rng=jax.random.key(4))
+  pa = {p.label: p.value for p in pz.select(a).at_instances_of(pz.Parameter).get_sequence()}
+  pb = {p.label: p.value for p in pz.select(b).at_instances_of(pz.Parameter).get_sequence()}
+  pc = {p.label: p.value for p in pz.select(c).at_instances_of(pz.Parameter).get_sequence()}
+  w = "mlp/Affine_0/Linear.weights"
+  np.testing.assert_array_equal(pa[w].data_array, pb[w].data_array)
+  assert not np.array_equal(pa[w].data_array, pc[w].data_array)
+
+
+def test_mlp_matches_hand_written_from_config():
+  """The example doc's labels follow from Affine.from_config(name=...)."""
+  spec = _load("mlp.yaml")
+  key = jax.random.key(0)
+  model = dsl.build(spec, init_base_rng=key)
+  hand = pz.nn.Affine.from_config(
+      name="mlp/Affine_0", init_base_rng=key,
+      input_axes={"features": 8}, output_axes={"features": 32},
+  )
+  built = {p.label: p.value for p in pz.select(model).at_instances_of(pz.Parameter).get_sequence()}
+  ref = {p.label: p.value for p in pz.select(hand).at_instances_of(pz.Parameter).get_sequence()}
+  for label, value in ref.items():
+    np.testing.assert_array_equal(
+        built[label].untag(*value.named_shape).unwrap(),
+        value.untag(*value.named_shape).unwrap(),
+    )
+
+
+def test_named_group_keeps_its_name():
+  model = dsl.build(_load("named_group.yaml"), init_base_rng=jax.random.key(0))
+  groups = pz.select(model).at_instances_of(pz.nn.NamedGroup).get_sequence()
+  assert [g.name for g in groups] == ["encoder"]
+
+
+def test_repeat_builds_independent_copies():
+  model = dsl.build(_load("repeat.yaml"), init_base_rng=jax.random.key(0))
+  labels = _labels(model)
+  assert len(labels) == 6  # 3 x (weights, bias), all distinct
+  weights = sorted(lbl for lbl in labels if lbl.endswith("Linear.weights"))
+  assert all(lbl.startswith("deep/") for lbl in weights)
+
+
+def test_repeat_stack_builds_a_layer_stack():
+  model = dsl.build(_load("repeat_stack.yaml"), init_base_rng=jax.random.key(0))
+  stacks = pz.select(model).at_instances_of(pz.nn.LayerStack).get_sequence()
+  assert len(stacks) == 1
+  assert stacks[0].stack_axis_size == 3
+  params = pz.select(model).at_instances_of(pz.Parameter).get_sequence()
+  assert len(params) == 2
+  for p in params:
+    assert p.value.named_shape[stacks[0].stack_axis] == 3
+
+
+def test_rename_softmax_cast_numbers():
+  model = dsl.build(_load("rename_rescale.yaml"), init_base_rng=jax.random.key(0))
+  x = _floats({"batch": B, "features": 6})
+  out = model(x)
+  assert out.dtype == jnp.bfloat16
+  total = out.astype(jnp.float32).untag("features").sum()
+  np.testing.assert_allclose(total.untag("examples").unwrap(), np.ones(B), rtol=1e-2)
+  ref = jax.nn.softmax(x.untag("features").unwrap().T * 0.5, axis=-1)
+  np.testing.assert_allclose(
+      out.astype(jnp.float32).untag("examples", "features").unwrap(), ref, atol=1e-2
+  )
+
+
+def test_dropout_node_drops_with_random_stream():
+  model = dsl.build(_load("dropout.yaml"), init_base_rng=jax.random.key(0))
+  drops = pz.select(model).at_instances_of(pz.nn.StochasticDropout).get_sequence()
+  assert len(drops) == 1
+  assert drops[0].drop_rate == 0.25
+  assert tuple(drops[0].share_across_axes) == ("batch",)
+  stream = pz.RandomStream.from_base_key(jax.random.key(5))
+  out = model(_floats({"batch": B, "features": 8}), random_stream=stream)
+  zeros = out.untag("batch", "features").unwrap() == 0
+  # shared across batch: a feature is dropped for every example or none.
+  assert bool(jnp.all(zeros[0] == zeros[1]))
+
+
+def test_tied_embedding_shares_one_table():
+  model = dsl.build(_load("tied_embedding.yaml"), init_base_rng=jax.random.key(0))
+  lookup = pz.select(model).at_instances_of(pz.nn.EmbeddingLookup).get_sequence()
+  decode = pz.select(model).at_instances_of(pz.nn.EmbeddingDecode).get_sequence()
+  assert len(lookup) == len(decode) == 1
+  assert lookup[0].table.embeddings is decode[0].table.embeddings
+  assert dict(lookup[0].table.embeddings.value.named_shape) == {
+      "vocabulary": 13, "embedding": 8}
+
+
+def test_ref_reuses_the_same_layer_object():
+  model = dsl.build(_load("ref_tying.yaml"), init_base_rng=jax.random.key(0))
+  assert model.sublayers[0] is model.sublayers[2]
+  params = pz.select(model).at_instances_of(pz.Parameter).get_sequence()
+  assert len(params) == 4 and len({id(p) for p in params}) == 2
+
+
+def test_explicit_mask_hides_future():
+  model = dsl.build(_load("explicit_mask.yaml"), init_base_rng=None)
+  mask = pz.nx.wrap(jnp.tril(jnp.ones((S, S), bool))).tag("seq", "kv_seq")
+  out = model(_floats({"seq": S, "kv_seq": S}), attn_mask=mask)
+  probs = out.untag("seq", "kv_seq").unwrap()
+  np.testing.assert_allclose(jnp.triu(probs, 1), 0.0)
+
+
+def test_attention_block_is_causal_and_labelled():
+  spec = _load("attention_block.yaml")
+  model = dsl.build(spec, init_base_rng=jax.random.key(0))
+  labels = _labels(model)
+  for short in ["query", "key", "value", "output"]:
+    matching = [lbl for lbl in labels if lbl.endswith(f"/{short}.weights")]
+    assert len(matching) == 1, (short, labels)
+    assert matching[0].startswith("block/attn_block/attention/")
+  assert "block/attn_block/pre_attention_norm/scale.weights" in labels
+  assert "block/ffw_block/out_linear.weights" in labels
+  x = _floats({"batch": B, "seq": S, "embedding": 16})
+  y = pz.nx.nmap(lambda a: a.at[-1].set(a[-1] + 1.0))(x.untag("seq")).tag("seq")
+  pos = _positions(B, S)
+  out_x = model(x, token_positions=pos).untag("seq").unwrap()
+  out_y = model(y, token_positions=pos).untag("seq").unwrap()
+  np.testing.assert_allclose(out_x[:-1], out_y[:-1], atol=1e-5)
+  assert not np.allclose(out_x[-1], out_y[-1])
+  attentions = pz.select(model).at_instances_of(pz.nn.Attention).get_sequence()
+  assert len(attentions) == 1
+
+
+def test_attention_direct_sublayer_labels():
+  model = dsl.build(_load("sliding_window_attention.yaml"), init_base_rng=None)
+  slots = pz.select(model).at_instances_of(pz.ParameterSlot).get_sequence()
+  labels = {s.label for s in slots}
+  assert {"local_attn/query.weights", "local_attn/key.weights",
+          "local_attn/value.weights"} <= labels
+  assert len(labels) == 4
+  masks = pz.select(model).at_instances_of(
+      pz.nn.ApplyCausalSlidingWindowAttentionMask).get_sequence()
+  assert len(masks) == 1 and int(masks[0].sliding_window_size) == 2
+
+
+# ------------------------------------------------------- Transformer node
+
+TRANSFORMERS = [
+    ("transformer_llama.yaml", 11, "transformer/block_1/attention/query.weights"),
+    ("transformer_mistral.yaml", 7, "transformer/block_0/mlp/gating_linear.weights"),
+    ("transformer_gpt_neox.yaml", 11, "transformer/block_0/attention/query/Linear.weights"),
+    ("transformer_gemma.yaml", 9, "transformer/block_1/post_ffw_norm/scale.weights"),
+    ("transformer_stacked.yaml", 7, "transformer/blocks/attention/query.weights"),
+]
+
+
+@pytest.mark.parametrize("file,vocab,label", TRANSFORMERS)
+def test_transformer_variants(file: str, vocab: int, label: str):
+  spec = _load(file)
+  report = dsl.check(spec)
+  assert _concrete(_static_output(report), {"B": 1, "S": 4}) == {
+      "batch": 1, "seq": 4, "vocabulary": vocab}
+  model = dsl.build(spec, init_base_rng=jax.random.key(0))
+  assert isinstance(model, pz.nn.Layer)
+  assert label in _labels(model)
+  assert "transformer/embedder.embeddings" in _labels(model)
+  tokens = _tokens({"batch": 1, "seq": 4}, vocab)
+  out = jax.eval_shape(lambda t: model(t), tokens)
+  assert dict(out.named_shape) == {"batch": 1, "seq": 4, "vocabulary": vocab}
+
+
+def test_llama_transformer_runs_for_real():
+  model = dsl.build(_load("transformer_llama.yaml"), init_base_rng=jax.random.key(0))
+  out = model(_tokens({"batch": 1, "seq": 4}, 11))
+  assert dict(out.named_shape) == {"batch": 1, "seq": 4, "vocabulary": 11}
+  assert bool(jnp.all(jnp.isfinite(out.data_array)))
+
+
+# ----------------------------------------------------------------- errors
+
+
+def test_misspelled_key_is_located_with_suggestion():
+  path = ERRORS / "typo_key.yaml"
+  _, text = _spec_error(path)
+  line = _line(text, path, 11, 7)
+  assert re.search(r"model\.layers(\[0\]|\.0)\.ouput_axes", line), line
+  assert "did you mean" in line.lower() and "output_axes" in line
+
+
+def test_misspelled_type_is_located_with_suggestion():
+  path = ERRORS / "typo_type.yaml"
+  _, text = _spec_error(path)
+  line = _line(text, path, 9)
+  assert "Afine" in line and "Affine" in line and "did you mean" in line.lower()
+
+
+def test_unknown_activation_is_located_with_suggestion():
+  path = ERRORS / "typo_activation.yaml"
+  _, text = _spec_error(path)
+  line = _line(text, path, 13, 11)
+  assert re.search(r"model\.layers(\[1\]|\.1)\.fn", line), line
+  assert "rellu" in line and "relu" in line.replace("rellu", "")
+
+
+def test_size_mismatch_names_axis_sizes_and_origin():
+  path = ERRORS / "size_mismatch.yaml"
+  _, text = _spec_error(path)
+  entries = [e for e in text.splitlines() if e.startswith(f"{path}:")]
+  assert entries, text
+  first = entries[0]
+  assert re.match(rf"{re.escape(str(path))}:1[45]:\d+: ", first), first
+  assert "features" in first and "16" in first and "32" in first
+  assert ":11" in text or "line 11" in text  # where 32 came from
+
+
+def test_missing_axis_is_reported():
+  path = ERRORS / "missing_axis.yaml"
+  _, text = _spec_error(path)
+  assert re.search(rf"{re.escape(str(path))}:(9|10):\d+: model\.layers(\[0\]|\.0)", text), text
+  assert "embedding" in text
+
+
+def test_unknown_param_reference_suggests_name():
+  path = ERRORS / "unknown_param.yaml"
+  _, text = _spec_error(path)
+  line = _line(text, path, 11)
+  assert "hiden" in line and "hidden" in line.replace("hiden", "")
+
+
+def test_yaml_syntax_error_has_position():
+  path = ERRORS / "syntax.yaml"
+  _, text = _spec_error(path)
+  assert re.match(rf"{re.escape(str(path))}:[45]:\d+: ", text), text
+  assert "Traceback" not in text
+
+
+def test_unknown_ref_id_is_reported():
+  path = ERRORS / "bad_ref.yaml"
+  _, text = _spec_error(path)
+  assert re.search(rf"{re.escape(str(path))}:1[34]:\d+: model\.layers(\[1\]|\.1)", text), text
+  assert "shraed" in text and "shared" in text.replace("shraed", "")
+
+
+def test_duplicate_parameter_label_is_an_error():
+  path = ERRORS / "duplicate_label.yaml"
+  _, text = _spec_error(path)
+  assert re.search(rf"{re.escape(str(path))}:1[34]:\d+: ", text), text
+  assert "net/proj" in text
+
+
+def test_all_errors_are_reported_at_once():
+  path = ERRORS / "several.yaml"
+  err, text = _spec_error(path)
+  assert len(err.errors) >= 3
+  assert "dtype" in _line(text, path, 12, 7)
+  assert "gelu_exact" in _line(text, path, 14, 11)
+  assert "Softmax" in _line(text, path, 15).replace("Softmaxx", "")
+
+
+def test_wrong_value_type_is_located():
+  path = ERRORS / "wrong_type.yaml"
+  _, text = _spec_error(path)
+  line = _line(text, path, 8, 10)
+  assert "count" in line
+
+
+def test_residual_shape_change_is_caught_statically():
+  path = ERRORS / "residual_mismatch.yaml"
+  _, text = _spec_error(path)
+  assert text.startswith(f"{path}:")
+  assert "features" in text and "4" in text and "6" in text
+
+
+def test_non_integer_arithmetic_is_rejected():
+  path = ERRORS / "division.yaml"
+  _, text = _spec_error(path)
+  _line(text, path, 11)
+
+
+def test_python_yaml_tag_is_rejected():
+  path = ERRORS / "python_tag.yaml"
+  _, text = _spec_error(path)
+  assert text.startswith(f"{path}:8:")
+
+
+def test_missing_required_field_is_named():
+  path = ERRORS / "missing_field.yaml"
+  _, text = _spec_error(path)
+  assert re.search(rf"{re.escape(str(path))}:7:\d+: model", text), text
+  assert "output_axes" in text
+
+
+def test_symbol_conflict_names_symbol_and_sizes():
+  path = ERRORS / "symbol_conflict.yaml"
+  _, text = _spec_error(path)
+  assert re.search(rf"{re.escape(str(path))}:1[2-4]:\d+: model\.layers(\[1\]|\.1)", text), text
+  assert "cols" in text and "4" in text and "5" in text
+
+
+def test_param_cycle_is_reported():
+  path = ERRORS / "cycle.yaml"
+  _, text = _spec_error(path)
+  assert re.search(rf"{re.escape(str(path))}:[45]:\d+: params\.[ab]", text), text
+  assert "cycle" in text.lower()
+
+
+def test_negative_axis_size_is_rejected():
+  path = ERRORS / "negative_size.yaml"
+  _, text = _spec_error(path)
+  _line(text, path, 9)
+
+
+def test_spec_error_is_not_a_traceback_and_lists_structured_errors():
+  err, text = _spec_error(ERRORS / "typo_activation.yaml")
+  assert isinstance(err, Exception)
+  assert len(err.errors) == 1
+  assert "Traceback" not in text
+
+
+# ----------------------------------------------------------------- sweeps
+
+
+def test_sweep_yields_every_variant_with_overrides():
+  base = _load("sweep_base.yaml")
+  variants = list(
+      dsl.sweep(
+          base,
+          grid={"params.hidden": [8, 16, 32]},
+          zip={"params.depth": [1, 3], "params.lr": [0.01, 0.001]},
+      )
+  )
+  assert len(variants) == 6
+  seen = {(v.overrides["params.hidden"], v.overrides["params.depth"]) for v in variants}
+  assert seen == {(h, d) for h in (8, 16, 32) for d in (1, 3)}
+
+
+def test_sweep_reports_invalid_variant_with_overrides_before_building():
+  base = _load("sweep_base.yaml")
+  with pytest.raises(dsl.SpecError) as info:
+    list(dsl.sweep(base, grid={"params.hidden": [8, -4]}))
+  assert "params.hidden" in str(info.value) and "-4" in str(info.value)
+
+
+# ---------------------------------------------------------------- spec_of
+
+
+def test_spec_of_round_trips_a_built_model():
+  spec = _load("residual_mlp.yaml")
+  model = dsl.build(spec, init_base_rng=jax.random.key(0))
+  again = dsl.build(dsl.spec_of(model), init_base_rng=jax.random.key(0))
+  assert _labels(again) == _labels(model)
+  assert jax.tree_util.tree_structure(
+      pz.unbind_params(again)[0]
+  ) == jax.tree_util.tree_structure(pz.unbind_params(model)[0])
+
+
+def test_spec_of_an_edited_model():
+  model = dsl.build(_load("mlp.yaml"), init_base_rng=jax.random.key(0))
+  edited = (
+      pz.select(model)
+      .at_instances_of(pz.nn.Elementwise)
+      .apply(lambda e: pz.nn.Elementwise(jax.nn.gelu))
+  )
+  spec = dsl.spec_of(edited)
+  rebuilt = dsl.build(spec, init_base_rng=jax.random.key(0))
+  acts = pz.select(rebuilt).at_instances_of(pz.nn.Elementwise).get_sequence()
+  assert [a.fn for a in acts] == [jax.nn.gelu]
+  assert _labels(rebuilt) == _labels(model)
+
+
+# -------------------------------------------------------------------- CLI
+
+
+def test_cli_validate_exit_codes():
+  ok = _cli("validate", str(SPECS / "mlp.yaml"), str(SPECS / "tied_embedding.yaml"))
+  assert ok.returncode == 0, ok.stdout + ok.stderr
+  bad = _cli("validate", str(SPECS / "mlp.yaml"), str(ERRORS / "several.yaml"))
+  assert bad.returncode == 1
+  out = bad.stdout + bad.stderr
+  assert f"{ERRORS / 'several.yaml'}:14:11:" in out
+  assert "Traceback" not in out
+  usage = _cli("validate", "--no-such-flag")
+  assert usage.returncode == 2
+
+
+def test_cli_summary_counts_parameters():
+  res = _cli("summary", str(SPECS / "mlp.yaml"))
+  assert res.returncode == 0, res.stderr
+  # 8*32 + 32 + 32*2 + 2 parameters
+  assert "354" in res.stdout.replace(",", "").replace("_", "")
+  assert "Affine" in res.stdout
+
+
+def test_cli_build_writes_html(tmp_path: pathlib.Path):
+  html = tmp_path / "model.html"
+  res = _cli("build", str(SPECS / "tied_embedding.yaml"), "--seed", "0", "--html", str(html))
+  assert res.returncode == 0, res.stdout + res.stderr
+  assert html.exists() and html.stat().st_size > 0
+  assert "vocabulary" in res.stdout
+
+
+def test_cli_schema_and_sweep():
+  schema = _cli("schema")
+  assert schema.returncode == 0
+  doc = json.loads(schema.stdout)
+  assert "Affine" in json.dumps(doc)
+  sweep = _cli("sweep", str(SPECS / "sweep.yaml"))
+  assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+  assert sweep.stdout.count("\n") >= 6
+  bad = _cli("sweep", str(SPECS / "sweep_bad.yaml"))
+  assert bad.returncode == 1
+  assert "Traceback" not in bad.stdout + bad.stderr
