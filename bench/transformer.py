@@ -49,7 +49,8 @@ def best_times(fn_a: Callable[[], Any], fn_b: Callable[[], Any], repeats: int) -
     """Minimum wall times of two functions measured alternately (fair under noise)."""
     jax.block_until_ready(fn_a())
     jax.block_until_ready(fn_b())
-    times_a, times_b = [], []
+    times_a: list[float] = []
+    times_b: list[float] = []
     for _ in range(repeats):
         for fn, times in ((fn_a, times_a), (fn_b, times_b)):
             start = time.perf_counter()
@@ -75,7 +76,7 @@ def build_models() -> tuple[Any, Any]:
 def extract_weights(model: Any) -> dict[str, Any]:
     """Penzai parameters as plain arrays in a fixed axis order."""
     values = {
-        p.label.removeprefix("transformer/"): p.value
+        str(p.label).removeprefix("transformer/"): p.value
         for p in pz.select(model).at_instances_of(pz.Parameter).get_sequence()
     }
     order = {

@@ -378,3 +378,20 @@ def test_huggingface_gemma_layer_stack_and_rejections():
                 vocab_size=V, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
                 num_attention_heads=2, num_key_value_heads=2))
         )
+
+
+def test_huggingface_gemma3_cached_decoding_matches_uncached():
+    from penzai.models.transformer import sampling_mode
+
+    model = gemma.gemma_from_huggingface_model(_hf_gemma(3))
+    tokens = pz.nx.wrap(TOKENS).tag("batch", "seq")
+    expected = np.asarray(_call(model, tokens, {}).unwrap("batch", "seq", "vocabulary"))
+    sampler = sampling_mode.KVCachingTransformerLM.from_uncached(
+        model, cache_len=8, batch_axes={"batch": 2}
+    )
+    first = _call(sampler, tokens[{"seq": pz.slice[:5]}], {})
+    second = _call(sampler, tokens[{"seq": pz.slice[5:6]}], {})
+    got = np.concatenate(
+        [np.asarray(x.unwrap("batch", "seq", "vocabulary")) for x in (first, second)], axis=1
+    )
+    np.testing.assert_allclose(got, expected[:, :6], atol=1e-5)

@@ -615,6 +615,7 @@ def llamalike_attention_params_from_hf(
     k = converted[f"{prefix}k_proj.weight"]
     v = converted[f"{prefix}v_proj.weight"]
     o = converted[f"{prefix}o_proj.weight"]
+    result: dict[str, pz.nx.NamedArrayBase]
     if qm == 1:
         result = {
             "query.weights": _tag(q.reshape(kv, p, e), "heads", "projection", "embedding"),
