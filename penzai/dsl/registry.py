@@ -266,3 +266,10 @@ _INITIALIZERS.update(
     fan_in_normal=_varscale("fan_in", "normal"),
     fan_out_normal=_varscale("fan_out", "normal"),
 )
+# The pz.nn names of the same initializers (and "zero") are accepted too.
+_INITIALIZERS.update(
+    zero=_INITIALIZERS["zeros"],
+    zero_initializer=_INITIALIZERS["zeros"],
+    xavier_uniform_initializer=_INITIALIZERS["xavier_uniform"],
+    xavier_normal_initializer=_INITIALIZERS["xavier_normal"],
+)
