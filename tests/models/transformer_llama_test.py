@@ -145,8 +145,12 @@ def test_bfloat16_model_with_upcast():
 
 
 def test_explicit_dtype_and_rope_theta_are_accepted():
-    hf = _tiny_llama(4, 2, dtype="float32", rope_theta=1234.0)
+    # transformers 5.x records the requested dtype in the config ("dtype") even
+    # though a model built from the config keeps float32 weights.
+    hf = _tiny_llama(4, 2, dtype="bfloat16", rope_theta=1234.0)
+    assert hf.config.to_dict()["dtype"] == "bfloat16"
     model = llama.llama_from_huggingface_model(hf)
+    assert model.metadata.activation_dtype == np.float32
     ropes = pz.select(model).at_instances_of(pz.nn.ApplyRoPE).get_sequence()
     assert ropes and all(r.max_wavelength == 1234.0 for r in ropes)
 
