@@ -10,6 +10,7 @@ import abc
 import dataclasses
 import functools
 import inspect
+import operator
 import typing
 from typing import Any, Callable, Hashable, Literal, Sequence, Type, TypeVar, overload
 
@@ -317,7 +318,7 @@ def pytree_dataclass(
         " `penzai.Struct`, which provides both."
     )
 
-  jax.tree_util.register_pytree_with_keys_class(cls)
+  _register_pytree(cls)
   cls.__signature__ = _ConstructorSignature(cls.__init__)  # type: ignore[attr-defined]
 
   if use_mutable_proxy_in_init and original_init is not None:
@@ -498,3 +499,103 @@ class Struct(metaclass=AbstractStructMetaclass):
     except ImportError:
       return NotImplemented  # Handlers unavailable: use generic rendering.
     return struct_handler.handle_structs(self, path, subtree_renderer)
+
+
+# ---------------------------------------------------------------------------
+# Fast pytree registration
+#
+# JAX calls the flatten function of every Struct in the arguments of each
+# jitted call, and compares the aux data against the cached signature. Both
+# are Python calls per Struct, so they are the fixed per-call overhead of a
+# penzai model. To keep it small:
+#
+# * each class gets its own flatten/unflatten closures over its field names
+#   (no method lookup, no per-call layout lookup; children are read with an
+#   `operator.attrgetter`);
+# * the `StructStaticMetadata` of an instance is built once and remembered on
+#   the instance (Structs are immutable, so their static fields never change).
+#   Flattening the same instance again returns the *same* aux object, and
+#   instances rebuilt by `tree_unflatten` remember the aux they were built
+#   from. JAX compares aux data with an identity shortcut, so a jitted call
+#   with an unchanged model skips the field-by-field comparison of static
+#   metadata.
+
+_AUX_CACHE_ATTR = "_pz_struct_static_metadata_"
+
+
+def _children_getter(names: tuple[str, ...]) -> Callable[[Any], list[Any]]:
+  """Returns a function reading the named attributes into a new list."""
+  if not names:
+    return lambda obj: []
+  if len(names) == 1:
+    (name,) = names
+    return lambda obj: [getattr(obj, name)]
+  getter = operator.attrgetter(*names)
+  return lambda obj: list(getter(obj))
+
+
+def _register_pytree(cls: type[Any]) -> None:
+  """Registers a pytree dataclass with JAX, with a fast path for Structs."""
+  uses_struct_methods = (
+      issubclass(cls, Struct)
+      and cls.tree_flatten is Struct.tree_flatten
+      and cls.tree_flatten_with_keys is Struct.tree_flatten_with_keys
+      and getattr(cls.tree_unflatten, "__func__", None)
+      is Struct.tree_unflatten.__func__  # type: ignore[attr-defined]
+  )
+  if not uses_struct_methods or not getattr(cls, "__dictoffset__", 0):
+    # Classes with their own (un)flattening, or without an instance `__dict__`
+    # (e.g. `__slots__`), use their methods as they are.
+    jax.tree_util.register_pytree_with_keys_class(cls)
+    return
+  jax.tree_util.register_pytree_with_keys(
+      cls, *_fast_pytree_functions(cls)
+  )
+
+
+def _fast_pytree_functions(cls: type[Any]) -> tuple[
+    Callable[[Any], tuple[list[tuple[Any, Any]], StructStaticMetadata]],
+    Callable[[Any, Any], Any],
+    Callable[[Any], tuple[list[Any], StructStaticMetadata]],
+]:
+  """Builds `(flatten_with_keys, unflatten, flatten)` closures for `cls`."""
+  layout = _field_layout(cls)
+  child_names, static_names = layout.child_names, layout.static_names
+  default_keys = layout.default_keys
+  get_children = _children_getter(child_names)
+  uses_default_keys = cls.key_for_field is Struct.key_for_field
+  aux_attr = _AUX_CACHE_ATTR
+  new_object = object.__new__
+
+  def static_metadata(obj: Any) -> StructStaticMetadata:
+    attributes = obj.__dict__
+    aux = attributes.get(aux_attr)
+    if aux is None:
+      aux = _make_static_metadata(
+          child_names, {name: getattr(obj, name) for name in static_names}
+      )
+      attributes[aux_attr] = aux
+    return aux
+
+  def flatten(obj: Any) -> tuple[list[Any], StructStaticMetadata]:
+    return get_children(obj), static_metadata(obj)
+
+  def flatten_with_keys(
+      obj: Any,
+  ) -> tuple[list[tuple[Any, Any]], StructStaticMetadata]:
+    if uses_default_keys:
+      keys: Sequence[Any] = default_keys
+    else:
+      keys = [obj.key_for_field(name) for name in child_names]
+    return list(zip(keys, get_children(obj))), static_metadata(obj)
+
+  def unflatten(aux_data: Any, children: Sequence[Any]) -> Any:
+    value = new_object(cls)
+    attributes = value.__dict__
+    attributes.update(zip(aux_data.child_field_names, children))
+    attributes.update(aux_data.static_fields)
+    if type(aux_data) is StructStaticMetadata:
+      attributes[aux_attr] = aux_data
+    return value
+
+  return flatten_with_keys, unflatten, flatten
