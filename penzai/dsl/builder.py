@@ -31,19 +31,25 @@ class BuildContext:
   def build(self, node: nodes.NodeBase, name: str, rng: Any) -> Any:
     """Builds one node (and records it under its `id`)."""
     layer = self.builders[node.type](node, name, rng, self)
-    node_id = getattr(node, "id", None)
+    node_id = node.__dict__.get("id")
     if node_id:
       self.ids[node_id] = layer
     return layer
 
 
 def _children(node: Any, name: str, rng: Any, ctx: BuildContext) -> list[Any]:
-  items = node.layers if hasattr(node, "layers") else node.branches
+  items = node.__dict__.get("layers")
+  if items is None:
+    items = node.branches
+  prefix = name + "/" if name else ""
+  build = ctx.build
   out = []
   for i, child in enumerate(items):
-    own = getattr(child, "name", None)
-    segment = own if own is not None else f"{child.type}_{i}"
-    out.append(ctx.build(child, f"{name}/{segment}" if name and segment else (name or segment), rng))
+    own = child.__dict__.get("name")
+    if own is None:
+      out.append(build(child, f"{prefix}{child.type}_{i}", rng))
+    else:
+      out.append(build(child, prefix + own if own else name, rng))
   return out
 
 
