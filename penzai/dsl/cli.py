@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("sweep", help="expand a sweep file, validate every variant, tabulate")
   p.add_argument("file", metavar="SWEEP_FILE")
+  for sp in sub.choices.values():  # `--debug` is accepted after the command too
+    sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
   return parser
 
 

@@ -27,6 +27,8 @@ def test_debug_shows_traceback(tmp_path, capsys):
   bad.write_text("model: [")
   assert cli.main(["--debug", "summary", str(bad)]) == 1
   assert "Traceback" in capsys.readouterr().err
+  assert cli.main(["summary", str(bad), "--debug"]) == 1
+  assert "Traceback" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(capsys):
