@@ -284,7 +284,7 @@ class LayerStack(layer_base.Layer):
     """
     recorded: dict[str, Any] = {}
 
-    def build_one(key: jax.Array | None) -> list[Any]:
+    def build_one(key: jax.Array | None) -> tuple[list[Any], list[Any]]:
       layer = builder(init_base_rng=key, **builder_kwargs)
       unbound, var_values = variables.unbind_variables(layer, freeze=True)
       for value in var_values:
@@ -299,28 +299,46 @@ class LayerStack(layer_base.Layer):
       )
       recorded["treedef"] = treedef
       recorded["leaves"] = leaves
-      return [
+      named_out = [
           leaf.with_positional_prefix() for leaf in leaves if _is_named(leaf)
       ]
+      # Plain array leaves leave the vmap unbatched (out_axes=None): vmap
+      # itself then rejects any that depend on the key, while constants made
+      # under an enclosing trace (jit / eval_shape) come out valid.
+      arrays_out = [
+          leaf for leaf in leaves
+          if not _is_named(leaf) and isinstance(leaf, jax.Array)
+      ]
+      return named_out, arrays_out
 
-    if init_base_rng is None:
-      named = jax.vmap(lambda: build_one(None), axis_size=stack_axis_size)()
-    else:
-      keys = jax.random.split(init_base_rng, stack_axis_size)
-      named = jax.vmap(build_one)(keys)
+    try:
+      if init_base_rng is None:
+        named, arrays = jax.vmap(
+            lambda: build_one(None),
+            axis_size=stack_axis_size,
+            out_axes=(0, None),
+        )()
+      else:
+        keys = jax.random.split(init_base_rng, stack_axis_size)
+        named, arrays = jax.vmap(build_one, out_axes=(0, None))(keys)
+    except ValueError as e:
+      if "out_axes" not in str(e):
+        raise
+      raise ValueError(
+          "LayerStack builder returned a non-NamedArray leaf that depends"
+          " on the initialization key; only NamedArrays can vary per"
+          f" layer. ({e})"
+      ) from None
 
     named_iter = iter(named)
+    arrays_iter = iter(arrays)
     leaves = []
     for leaf in recorded["leaves"]:
       if _is_named(leaf):
         leaves.append(_restore_stack_axis(next(named_iter), stack_axis))
+      elif isinstance(leaf, jax.Array):
+        leaves.append(next(arrays_iter))
       else:
-        if isinstance(leaf, jax.core.Tracer):
-          raise ValueError(
-              "LayerStack builder returned a non-NamedArray leaf that depends"
-              " on the initialization key; only NamedArrays can vary per"
-              f" layer. Got {leaf!r}."
-          )
         leaves.append(leaf)
     unbound, var_values = jax.tree_util.tree_unflatten(
         recorded["treedef"], leaves
