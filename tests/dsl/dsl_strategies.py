@@ -10,26 +10,23 @@ ACTIVATIONS = ["relu", "tanh", "gelu", "identity", "silu"]
 @st.composite
 def layer_chain(draw, axis: str, size: int, depth: int = 0, max_len: int = 4, keep_shape: bool = False,
                 in_stack: bool = False):
-  """A list of layer nodes mapping {batch, axis: size} onward; returns (layers, axis, size).
-
-  Inside a stacked Repeat no RMSLayerNorm is generated: building one in a
-  LayerStack under jax.eval_shape currently fails in penzai.nn.layer_stack
-  (its jnp epsilon is mistaken for a key-dependent leaf) - reported to the
-  layer_stack owner.
-  """
+  """A list of layer nodes mapping {batch, axis: size} onward; returns (layers, axis, size)."""
   layers = []
+  f32 = True  # whether the running dtype is known to be float32 (a stacked Repeat needs it to stay put)
   n = draw(st.integers(1, max_len))
   counter = draw(st.integers(0, 1000))
   for i in range(n):
-    choices = ["linear_same", "elementwise", "layernorm", "rescale", "identity", "residual"]
-    if not in_stack:
-      choices.append("rmsnorm")
+    choices = ["linear_same", "elementwise", "layernorm", "rmsnorm", "rescale", "identity", "residual"]
     if not keep_shape:
       choices += ["linear_new", "affine", "rename", "branches", "softmax", "cast"]
     if depth < 1:
-      choices += ["repeat", "stack"]
+      choices += ["repeat"] + (["stack"] if f32 else [])
     kind = draw(st.sampled_from(choices))
     name = f"n{counter}_{i}"
+    if kind in ("linear_same", "linear_new", "affine", "layernorm", "rmsnorm", "branches"):
+      f32 = True  # float32 parameters promote the activations
+    elif kind in ("cast", "residual"):
+      f32 = False
     if kind == "linear_same":
       layers.append(dsl.Linear(name=name, input_axes={axis: size}, output_axes={axis: size}))
     elif kind == "linear_new":
