@@ -522,16 +522,38 @@ class Struct(metaclass=AbstractStructMetaclass):
 
 _AUX_CACHE_ATTR = "_pz_struct_static_metadata_"
 
+# Source of the per-class functions. `{children}` is the list display of the
+# child fields read from the instance dict, `{unpack}` the matching targets.
+# Fields are plain instance attributes, so they are read from and written to
+# `__dict__` directly; anything unusual (a missing attribute, aux data with
+# other field names) falls back to the generic code.
+_FAST_FUNCTIONS_TEMPLATE = """
+def flatten(obj):
+  attributes = obj.__dict__
+  aux = attributes.get(aux_attr)
+  if aux is None:
+    aux = new_static_metadata(obj)
+  try:
+    return [{children}], aux
+  except KeyError:
+    return [getattr(obj, name) for name in child_names], aux
 
-def _children_getter(names: tuple[str, ...]) -> Callable[[Any], list[Any]]:
-  """Returns a function reading the named attributes into a new list."""
-  if not names:
-    return lambda obj: []
-  if len(names) == 1:
-    (name,) = names
-    return lambda obj: [getattr(obj, name)]
-  getter = operator.attrgetter(*names)
-  return lambda obj: list(getter(obj))
+def unflatten(aux_data, children):
+  value = new_object(cls)
+  attributes = value.__dict__
+  if (
+      type(aux_data) is metadata_type
+      and aux_data.child_field_names == child_name_list
+      and len(children) == num_children
+  ):
+    {unpack}
+    attributes.update(aux_data.static_fields)
+    attributes[aux_attr] = aux_data
+  else:
+    attributes.update(zip(aux_data.child_field_names, children))
+    attributes.update(aux_data.static_fields)
+  return value
+"""
 
 
 def _register_pytree(cls: type[Any]) -> None:
@@ -558,44 +580,51 @@ def _fast_pytree_functions(cls: type[Any]) -> tuple[
     Callable[[Any, Any], Any],
     Callable[[Any], tuple[list[Any], StructStaticMetadata]],
 ]:
-  """Builds `(flatten_with_keys, unflatten, flatten)` closures for `cls`."""
+  """Builds `(flatten_with_keys, unflatten, flatten)` functions for `cls`."""
   layout = _field_layout(cls)
   child_names, static_names = layout.child_names, layout.static_names
-  default_keys = layout.default_keys
-  get_children = _children_getter(child_names)
-  uses_default_keys = cls.key_for_field is Struct.key_for_field
-  aux_attr = _AUX_CACHE_ATTR
-  new_object = object.__new__
 
-  def static_metadata(obj: Any) -> StructStaticMetadata:
-    attributes = obj.__dict__
-    aux = attributes.get(aux_attr)
-    if aux is None:
-      aux = _make_static_metadata(
-          child_names, {name: getattr(obj, name) for name in static_names}
-      )
-      attributes[aux_attr] = aux
+  def new_static_metadata(obj: Any) -> StructStaticMetadata:
+    """Builds the aux data of `obj` and remembers it on the instance."""
+    aux = _make_static_metadata(
+        child_names, {name: getattr(obj, name) for name in static_names}
+    )
+    obj.__dict__[_AUX_CACHE_ATTR] = aux
     return aux
 
-  def flatten(obj: Any) -> tuple[list[Any], StructStaticMetadata]:
-    return get_children(obj), static_metadata(obj)
+  children = ", ".join(f"attributes[{name!r}]" for name in child_names)
+  if child_names:
+    unpack = f"[{children}] = children"
+  else:
+    unpack = "pass"
+  namespace: dict[str, Any] = {
+      "cls": cls,
+      "aux_attr": _AUX_CACHE_ATTR,
+      "child_names": child_names,
+      "child_name_list": list(child_names),
+      "num_children": len(child_names),
+      "metadata_type": StructStaticMetadata,
+      "new_object": object.__new__,
+      "new_static_metadata": new_static_metadata,
+  }
+  exec(  # pylint: disable=exec-used
+      _FAST_FUNCTIONS_TEMPLATE.format(children=children, unpack=unpack),
+      namespace,
+  )
+  flatten = namespace["flatten"]
+  unflatten = namespace["unflatten"]
+
+  default_keys = layout.default_keys
+  uses_default_keys = cls.key_for_field is Struct.key_for_field
 
   def flatten_with_keys(
       obj: Any,
   ) -> tuple[list[tuple[Any, Any]], StructStaticMetadata]:
+    values, aux = flatten(obj)
     if uses_default_keys:
       keys: Sequence[Any] = default_keys
     else:
       keys = [obj.key_for_field(name) for name in child_names]
-    return list(zip(keys, get_children(obj))), static_metadata(obj)
-
-  def unflatten(aux_data: Any, children: Sequence[Any]) -> Any:
-    value = new_object(cls)
-    attributes = value.__dict__
-    attributes.update(zip(aux_data.child_field_names, children))
-    attributes.update(aux_data.static_fields)
-    if type(aux_data) is StructStaticMetadata:
-      attributes[aux_attr] = aux_data
-    return value
+    return list(zip(keys, values)), aux
 
   return flatten_with_keys, unflatten, flatten
