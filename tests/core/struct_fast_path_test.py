@@ -51,13 +51,15 @@ class CustomInit(pz.Struct):
   doubled: Any
 
   def __init__(self, value: Any):
-    self.value = value
-    self.doubled = value * 2
+    # Runs on a mutable proxy of the frozen class (see `pytree_dataclass`).
+    self.value = value  # type: ignore[misc]
+    self.doubled = value * 2  # type: ignore[misc]
 
 
 def _root_metadata(value: Any) -> Any:
   """The aux data JAX recorded for the root node of `value`."""
-  node_type, aux = jax.tree_util.tree_structure(value).node_data()
+  treedef: Any = jax.tree_util.tree_structure(value)
+  node_type, aux = treedef.node_data()
   assert node_type is type(value)
   return aux
 
@@ -174,6 +176,6 @@ def test_flatten_unflatten_round_trip(
   leaves, treedef = jax.tree_util.tree_flatten(pair)
   rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
   assert rebuilt == pair
-  assert jax.tree_util.tree_structure(rebuilt) == treedef
+  assert jax.tree_util.tree_structure(rebuilt) == treedef  # type: ignore[operator]
   with pytest.raises(ValueError):
     jax.tree_util.tree_unflatten(treedef, leaves + [0])
