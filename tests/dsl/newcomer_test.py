@@ -806,6 +806,53 @@ def test_more_mistakes_are_located(file: str, line: int | None, col: int | None,
     assert word in entry, (word, entry)
 
 
+@pytest.mark.parametrize(
+    "file,line,col,words",
+    [
+        ("variant_typo.yaml", 8, 12, ["lama", "did you mean 'llama'"]),
+        ("repeat_grow.yaml", 12, None, ["features", "4", "8"]),
+        ("int_input_to_affine.yaml", 13, None, ["int32", "Affine"]),
+        ("einsum_typo.yaml", 58, 17, ["projecton", "projection"]),
+    ],
+)
+def test_model_level_mistakes_are_located(file: str, line: int, col: int | None,
+                                          words: list[str]):
+  path = ERRORS / file
+  _, text = _spec_error(path)
+  entry = _line(text, path, line, col)
+  for word in words:
+    assert word in entry, (word, entry)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "after a NamedEinsum axis typo in query_key_to_attn, a second, "
+        "unexplained error 'attn_value_to_output.layers[0]: unknown input' "
+        "is printed (a cascade of the first one)"
+    ),
+)
+def test_one_mistake_gives_one_error():
+  path = ERRORS / "einsum_typo.yaml"
+  err, text = _spec_error(path)
+  assert len(err.errors) == 1, text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "num_attention_heads (a gpt_neox field) under variant: llama gets "
+        "\"did you mean 'attention_type'?\" instead of pointing at "
+        "num_kv_heads / query_head_multiplier"
+    ),
+)
+def test_gpt_neox_field_under_llama_gets_a_useful_hint():
+  path = ERRORS / "llama_with_neox_field.yaml"
+  _, text = _spec_error(path)
+  line = _line(text, path, 9, 3)
+  assert "num_kv_heads" in line and "attention_type" not in line
+
+
 def test_all_listed_activation_names_work():
   spec = _load("activations.yaml")
   x = _floats({"batch": B, "features": 3})
