@@ -542,6 +542,15 @@ def test_gemma_transformer_ties_embedding_and_decoding():
   assert lookup[0].table is decode[0].table
 
 
+@pytest.mark.parametrize(
+    "file,count",
+    [("tied_embedding.yaml", 13 * 8 + 8 * 8 + 8), ("ref_tying.yaml", 4 * 4 + 4),
+     ("repeat_stack.yaml", 3 * (4 * 4 + 4)), ("mlp_node.yaml", 8 * 16 + 16 + 16 * 4 + 4)],
+)
+def test_shared_parameters_are_counted_once(file: str, count: int):
+  assert dsl.check(_load(file)).total_params == count
+
+
 def test_transformer_parameter_count_matches_report():
   spec = _load("transformer_llama.yaml")
   report = dsl.check(spec)
@@ -1067,6 +1076,21 @@ def test_cli_schema_and_sweep():
   assert bad.returncode == 1
   assert "Traceback" not in bad.stdout + bad.stderr
   assert "params.hidden" in bad.stdout + bad.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "a sweep key naming no path of the base spec is reported as "
+        "'<spec>: <document>: variant [...]: no key path ...' instead of "
+        "SWEEP_FILE:LINE:COL of the key"
+    ),
+)
+def test_cli_sweep_bad_path_is_located_in_the_sweep_file():
+  path = SPECS / "sweep_bad_path.yaml"
+  res = _cli("sweep", str(path))
+  assert res.returncode == 1
+  assert f"{path}:3:3:" in res.stdout + res.stderr, res.stdout + res.stderr
 
 
 @pytest.mark.xfail(strict=True, reason="CLI sweep accepts the misspelled key params.hiden (exit 0)")
