@@ -509,34 +509,42 @@ class Struct(metaclass=AbstractStructMetaclass):
 # are Python calls per Struct, so they are the fixed per-call overhead of a
 # penzai model. To keep it small:
 #
-# * each class gets its own flatten/unflatten closures over its field names
-#   (no method lookup, no per-call layout lookup; children are read with an
-#   `operator.attrgetter`);
-# * the `StructStaticMetadata` of an instance is built once and remembered on
-#   the instance (Structs are immutable, so their static fields never change).
-#   Flattening the same instance again returns the *same* aux object, and
-#   instances rebuilt by `tree_unflatten` remember the aux they were built
-#   from. JAX compares aux data with an identity shortcut, so a jitted call
-#   with an unchanged model skips the field-by-field comparison of static
-#   metadata.
+# * each class gets its own flatten/unflatten functions, generated for its
+#   field names (no method lookup, no per-call layout lookup);
+# * Structs are immutable, so the result of flattening an instance,
+#   `(children, StructStaticMetadata)`, is computed once and remembered on
+#   the instance (children as a tuple, so it cannot be modified); instances
+#   rebuilt by `tree_unflatten` remember the children and aux data they were
+#   built from. Flattening the same instance again returns the *same* aux
+#   object, and JAX compares aux data with an identity shortcut, so a jitted
+#   call with an unchanged model skips comparing static metadata.
 
-_AUX_CACHE_ATTR = "_pz_struct_static_metadata_"
+_FLAT_CACHE_ATTR = "_pz_struct_flattened_"
+_KEYED_FLAT_CACHE_ATTR = "_pz_struct_flattened_with_keys_"
 
-# Source of the per-class functions. `{children}` is the list display of the
-# child fields read from the instance dict, `{unpack}` the matching targets.
-# Fields are plain instance attributes, so they are read from and written to
-# `__dict__` directly; anything unusual (a missing attribute, aux data with
-# other field names) falls back to the generic code.
+# Source of the per-class functions. `{children}` reads the child fields from
+# the instance dict, `{unpack}` writes them. Fields are plain instance
+# attributes, so they are read from and written to `__dict__` directly;
+# anything unusual (a missing attribute, aux data with other field names)
+# falls back to the generic code.
 _FAST_FUNCTIONS_TEMPLATE = """
 def flatten(obj):
+  flat = obj.__dict__.get(flat_attr)
+  if flat is None:
+    flat = new_flat(obj)
+  return flat
+
+def new_flat(obj):
   attributes = obj.__dict__
-  aux = attributes.get(aux_attr)
-  if aux is None:
-    aux = new_static_metadata(obj)
   try:
-    return [{children}], aux
+    children = ({children})
   except KeyError:
-    return [getattr(obj, name) for name in child_names], aux
+    children = tuple([getattr(obj, name) for name in child_names])
+  aux = make_static_metadata(
+      child_names, {{name: getattr(obj, name) for name in static_names}}
+  )
+  flat = attributes[flat_attr] = (children, aux)
+  return flat
 
 def unflatten(aux_data, children):
   value = new_object(cls)
@@ -548,7 +556,7 @@ def unflatten(aux_data, children):
   ):
     {unpack}
     attributes.update(aux_data.static_fields)
-    attributes[aux_attr] = aux_data
+    attributes[flat_attr] = (tuple(children), aux_data)
   else:
     attributes.update(zip(aux_data.child_field_names, children))
     attributes.update(aux_data.static_fields)
@@ -576,36 +584,28 @@ def _register_pytree(cls: type[Any]) -> None:
 
 
 def _fast_pytree_functions(cls: type[Any]) -> tuple[
-    Callable[[Any], tuple[list[tuple[Any, Any]], StructStaticMetadata]],
+    Callable[[Any], tuple[Sequence[tuple[Any, Any]], StructStaticMetadata]],
     Callable[[Any, Any], Any],
-    Callable[[Any], tuple[list[Any], StructStaticMetadata]],
+    Callable[[Any], tuple[Sequence[Any], StructStaticMetadata]],
 ]:
   """Builds `(flatten_with_keys, unflatten, flatten)` functions for `cls`."""
   layout = _field_layout(cls)
-  child_names, static_names = layout.child_names, layout.static_names
-
-  def new_static_metadata(obj: Any) -> StructStaticMetadata:
-    """Builds the aux data of `obj` and remembers it on the instance."""
-    aux = _make_static_metadata(
-        child_names, {name: getattr(obj, name) for name in static_names}
-    )
-    obj.__dict__[_AUX_CACHE_ATTR] = aux
-    return aux
-
-  children = ", ".join(f"attributes[{name!r}]" for name in child_names)
+  child_names = layout.child_names
+  children = "".join(f"attributes[{name!r}], " for name in child_names)
   if child_names:
     unpack = f"[{children}] = children"
   else:
     unpack = "pass"
   namespace: dict[str, Any] = {
       "cls": cls,
-      "aux_attr": _AUX_CACHE_ATTR,
+      "flat_attr": _FLAT_CACHE_ATTR,
       "child_names": child_names,
+      "static_names": layout.static_names,
       "child_name_list": list(child_names),
       "num_children": len(child_names),
       "metadata_type": StructStaticMetadata,
+      "make_static_metadata": _make_static_metadata,
       "new_object": object.__new__,
-      "new_static_metadata": new_static_metadata,
   }
   exec(  # pylint: disable=exec-used
       _FAST_FUNCTIONS_TEMPLATE.format(children=children, unpack=unpack),
@@ -616,15 +616,20 @@ def _fast_pytree_functions(cls: type[Any]) -> tuple[
 
   default_keys = layout.default_keys
   uses_default_keys = cls.key_for_field is Struct.key_for_field
+  keyed_attr = _KEYED_FLAT_CACHE_ATTR
 
   def flatten_with_keys(
       obj: Any,
-  ) -> tuple[list[tuple[Any, Any]], StructStaticMetadata]:
-    values, aux = flatten(obj)
+  ) -> tuple[Sequence[tuple[Any, Any]], StructStaticMetadata]:
     if uses_default_keys:
-      keys: Sequence[Any] = default_keys
-    else:
-      keys = [obj.key_for_field(name) for name in child_names]
+      keyed = obj.__dict__.get(keyed_attr)
+      if keyed is None:
+        values, aux = flatten(obj)
+        keyed = (tuple(zip(default_keys, values)), aux)
+        obj.__dict__[keyed_attr] = keyed
+      return keyed
+    values, aux = flatten(obj)
+    keys = [obj.key_for_field(name) for name in child_names]
     return list(zip(keys, values)), aux
 
   return flatten_with_keys, unflatten, flatten
