@@ -196,11 +196,12 @@ class StatefulTrainer(struct.Struct):
     # The optimizer state covers the parameters that `step` trains. (Upstream
     # used every Parameter, which broke stateful optimizers as soon as one
     # parameter was marked `trainable=False`.)
-    trainable = tuple(
-        param.freeze()
+    trainable_vars = [
+        param
         for param in params
         if isinstance(param, variables.Parameter) and _is_trainable(param)
-    )
+    ]
+    trainable = tuple(param.freeze() for param in trainable_vars)
     opt_state = optimizer_def.init(trainable)
     if jit:
       jit_kwargs: dict[str, Any] = {}
@@ -223,7 +224,7 @@ class StatefulTrainer(struct.Struct):
         ),
         label="StatefulTrainer.state",
     )
-    return cls(
+    trainer = cls(
         root_rng=root_rng,
         model=model,
         state=state,
@@ -231,6 +232,12 @@ class StatefulTrainer(struct.Struct):
         loss_fn=loss_fn,
         step_fn=step_fn,
     )
+    # The first step passes these same frozen values, so the optimizer state
+    # and the parameters share their pytree metadata objects from the start
+    # (JAX then matches the jit cache by identity on every later step).
+    frozen_values = trainer._frozen_values_cache()  # pylint: disable=protected-access
+    frozen_values.update(zip(trainable_vars, trainable))
+    return trainer
 
   def _unbound_model(
       self,
