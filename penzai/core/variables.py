@@ -195,6 +195,26 @@ class LabeledVariableValue(AbstractVariableValue, Generic[T]):
 # Parameters
 
 
+_SLOT_CACHE_ATTR = "_cached_slot"
+
+SlotT = TypeVar("SlotT", bound="AbstractVariableSlot")
+
+
+def _cached_slot(var: LabeledVariable[Any], slot_type: type[SlotT]) -> SlotT:
+  """`slot_type(label=var.label)`, built once per label of `var`.
+
+  Slots are immutable, so the same slot object can be returned until the
+  variable's label changes. Unbinding and updating variables (every
+  `variable_jit` call) then reuse slots and their pytree metadata.
+  """
+  cached = var.__dict__.get(_SLOT_CACHE_ATTR)
+  label = var.label
+  if cached is None or cached.label is not label or type(cached) is not slot_type:
+    cached = slot_type(label=label)  # type: ignore[call-arg]
+    var.__dict__[_SLOT_CACHE_ATTR] = cached
+  return cached
+
+
 class Parameter(LabeledVariable[T]):
   """A model parameter variable."""
 
@@ -206,7 +226,7 @@ class Parameter(LabeledVariable[T]):
 
   def get_slot(self) -> ParameterSlot:
     """Returns the `ParameterSlot` for this parameter's label."""
-    return ParameterSlot(label=self.label)
+    return _cached_slot(self, ParameterSlot)
 
   def treescope_color(self) -> str:
     return "#93cce1"
@@ -339,7 +359,7 @@ class StateVariable(LabeledVariable[T]):
 
   def get_slot(self) -> StateVariableSlot:
     """Returns the `StateVariableSlot` for this variable's label."""
-    return StateVariableSlot(label=self.label)
+    return _cached_slot(self, StateVariableSlot)
 
   def treescope_color(self) -> str:
     return "#f57603"
@@ -388,8 +408,20 @@ class StateVariableSlot(AbstractVariableSlot):
 # Unbinding, binding and freezing
 
 
+# type -> whether it is a variable slot type. `_is_slot` is called on every
+# node of every tree that is unbound or bound, and `isinstance` against an ABC
+# is slow compared to a dict lookup.
+_IS_SLOT_TYPE: dict[type[Any], bool] = {}
+
+
 def _is_slot(node: Any) -> bool:
-  return isinstance(node, AbstractVariableSlot)
+  node_type = type(node)
+  result = _IS_SLOT_TYPE.get(node_type)
+  if result is None:
+    result = isinstance(node, AbstractVariableSlot)
+    if node_type is getattr(node, "__class__", node_type):
+      _IS_SLOT_TYPE[node_type] = result
+  return result
 
 
 def _keystr_of_leaf(tree: Any, leaf_index: int) -> str:
@@ -689,6 +721,11 @@ def _find_variables(tree: Any) -> list[AbstractVariable]:
   ]
 
 
+# Variable types whose `update` is exactly `LabeledVariable.update`, and the
+# frozen value type whose slot matches theirs.
+_PLAIN_VALUE_TYPES: dict[type[Any], type[Any]] = {}
+
+
 def variable_jit(
     fun: Callable[..., Any], *, donate_variables: bool = False, **jit_kwargs
 ) -> Callable[..., Any]:
@@ -760,7 +797,16 @@ def variable_jit(
         *args, **kwargs, **{_VARIABLES_KWARG: frozen_values}
     )
     for var, new_value in zip(variables, new_values):
-      var.update(new_value)
+      value_type = _PLAIN_VALUE_TYPES.get(type(var))
+      if value_type is not None and type(new_value) is value_type:
+        # Same check and effect as `var.update(new_value)`: the label decides
+        # slot equality, and the outputs of `jitted` are already JAX arrays
+        # (so the per-leaf conversion of the `.value` setter is skipped).
+        if var.label != new_value.label:
+          var.update(new_value)  # Raises the usual error.
+        var._raw_value = new_value.value  # pylint: disable=protected-access
+      else:
+        var.update(new_value)
     return result
 
   name = getattr(fun, "__name__", repr(fun))
@@ -768,3 +814,9 @@ def variable_jit(
       f"Variable-aware JIT-compiled version of {name}:\n{fun.__doc__}"
   )
   return outer
+
+
+_PLAIN_VALUE_TYPES.update({
+    Parameter: ParameterValue,
+    StateVariable: StateVariableValue,
+})
