@@ -77,7 +77,8 @@ def _b_sequential(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
 def _b_named_group(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
   pz = ctx.pz
 
-  return pz.nn.NamedGroup(node.name, _children(node, name, rng, ctx))
+  group = node.name if node.name else (name.rsplit("/", 1)[-1] or "NamedGroup")
+  return pz.nn.NamedGroup(group, _children(node, name, rng, ctx))
 
 
 def _b_residual(node: Any, name: str, rng: Any, ctx: BuildContext) -> Any:
@@ -342,7 +343,7 @@ def llamalike_config(node: Any) -> Any:
   def att(a: Any) -> Any:
     if a == "global":
       return lc.AttentionTypeGlobalCausal()
-    return lc.AttentionTypeSlidingWindowCausal(a.sliding_window)
+    return lc.AttentionTypeSlidingWindowCausal(a.window_size)
 
   attention_type = (
       tuple(att(a) for a in node.attention_type) if isinstance(node.attention_type, list) else att(node.attention_type)

@@ -55,6 +55,12 @@ class CheckReport:
     return "\n".join(lines)
 
 
+def _has_unknown(value: Value) -> bool:
+  if isinstance(value, tuple):
+    return any(_has_unknown(v) for v in value)
+  return isinstance(value, Unknown)
+
+
 def format_value(value: Value) -> str:
   """Renders a static value (shape, tuple of shapes, or unknown)."""
   if isinstance(value, tuple):
@@ -91,7 +97,7 @@ class CheckContext:
     out: Value
     if entry is None or entry.shape_rule is None:
       out = UNKNOWN
-    elif isinstance(value, Unknown) and not isinstance(node, (nodes.Sequential, nodes.NamedGroup)):
+    elif _has_unknown(value) and not isinstance(node, (nodes.Sequential, nodes.NamedGroup)):
       self._quiet += 1
       try:
         out = entry.shape_rule(node, value, self, path, name)

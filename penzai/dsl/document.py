@@ -7,6 +7,7 @@ its file position and key path.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Annotated, Any, Literal
 
@@ -51,13 +52,15 @@ class ModelSpec(BaseModel):
 _TOP_KEYS = tuple(ModelSpec.model_fields)
 
 
-def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Path, bool]:
+def _walk_loc(data: Any, loc: tuple[Any, ...], missing: bool) -> tuple[Path, int | None]:
   """Maps a Pydantic error location onto a document key path.
 
   Union-member tags in `loc` that are not keys of the data are dropped.
-  Returns the path and whether the final element is a key missing from data.
+  For `missing` errors the final (absent) key is kept. Returns the path and
+  the path length at which the first union tag was dropped (None if none).
   """
   path: list[str | int] = []
+  skip_at: int | None = None
   cur = data
   for i, elem in enumerate(loc):
     if isinstance(cur, dict) and elem in cur:
@@ -69,10 +72,11 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Path, bool]:
     elif isinstance(cur, NodeBase) and isinstance(elem, str) and elem in type(cur).model_fields:
       path.append(elem)
       cur = getattr(cur, elem)
-    elif i == len(loc) - 1 and isinstance(elem, str) and isinstance(cur, dict):
+    elif missing and i == len(loc) - 1 and isinstance(elem, str) and isinstance(cur, dict):
       path.append(elem)
-      return tuple(path), True
-  return tuple(path), False
+    elif skip_at is None:
+      skip_at = len(path)
+  return tuple(path), skip_at
 
 
 def _fields_at(data: Any, path: Path) -> list[str]:
@@ -100,14 +104,41 @@ def _fields_at(data: Any, path: Path) -> list[str]:
   return []
 
 
+def _union_filter(entries: list[tuple[Any, Path, int | None]]) -> list[tuple[Any, Path, int | None]]:
+  """Keeps the errors of the union member that got furthest into a value.
+
+  When a value fails every member of a union (e.g. `'global' | {window_size}
+  | list`), members that rejected the value's *kind* are noise if another
+  member accepted the kind and complained about its contents.
+  """
+  deep_unions = {p[:skip] for _, p, skip in entries if skip is not None and len(p) > skip}
+  return [
+      (e, p, skip) for e, p, skip in entries
+      if not (skip is not None and len(p) == skip and p[:skip] in deep_unions)
+  ]
+
+
 def pydantic_issues(err: ValidationError, data: Any, locator: Locator) -> list[SpecIssue]:
   """Converts Pydantic validation errors into positioned `SpecIssue`s (deduplicated)."""
-  issues: list[SpecIssue] = []
-  seen: set[Path] = set()
+  entries = []
   for e in err.errors(include_url=False):
     if isinstance(e.get("input"), INVALID):
       continue  # already reported by reference resolution
-    path, _ = _walk_loc(data, tuple(e["loc"]))
+    path, skip = _walk_loc(data, tuple(e["loc"]), e["type"] == "missing")
+    entries.append((e, path, skip))
+  entries = _union_filter(entries)
+  missing_keys: dict[Path, set[str]] = {}
+  unknown_keys: dict[Path, set[str]] = {}
+  for e, path, _ in entries:
+    if e["type"] == "missing" and path:
+      missing_keys.setdefault(path[:-1], set()).add(str(path[-1]))
+    elif e["type"] == "extra_forbidden" and path:
+      unknown_keys.setdefault(path[:-1], set()).add(str(path[-1]))
+
+  issues: list[SpecIssue] = []
+  shallow: dict[Path, list[str]] = {}
+  seen: set[Path] = set()
+  for e, path, skip in entries:
     etype = e["type"]
     at_key = False
     message = e["msg"]
@@ -116,16 +147,26 @@ def pydantic_issues(err: ValidationError, data: Any, locator: Locator) -> list[S
       kind = "unknown_key"
       at_key = True
       key = path[-1] if path else "?"
-      message = f"unknown key {key!r}" + suggest(str(key), _fields_at(data, path[:-1]))
+      parent = path[:-1]
+      candidates = set(_fields_at(data, parent)) | missing_keys.get(parent, set())
+      other = _other_variant_with(data, parent, str(key))
+      if other is not None:
+        type_name, field, mine, theirs = other
+        needed = sorted(missing_keys.get(parent, set()))
+        message = (f"unknown key {key!r}: it is a field of {type_name} {field} {theirs!r}, not {mine!r}"
+                   + (f"; {field} {mine!r} needs {', '.join(needed)}" if needed else ""))
+      else:
+        message = f"unknown key {key!r}" + suggest(str(key), candidates)
     elif etype == "missing":
-      kind = "missing"
       key = path[-1] if path else "?"
-      path = path[:-1]
-      message = f"missing required key {key!r}"
-      if path + (f"missing:{key}",) in seen:
+      parent = path[:-1]
+      # A misspelled required key is one mistake: keep the "did you mean" error only.
+      if suggest(str(key), unknown_keys.get(parent, set())):
         continue
-      seen.add(path + (f"missing:{key}",))
-      issues.append(locator.issue(kind, message, path))
+      if path + ("<missing>",) in seen:
+        continue
+      seen.add(path + ("<missing>",))
+      issues.append(locator.issue("missing", f"missing required key {key!r}", parent))
       continue
     elif etype == "unknown_type":
       kind = "unknown_type"
@@ -148,17 +189,56 @@ def pydantic_issues(err: ValidationError, data: Any, locator: Locator) -> list[S
         expected = e.get("ctx", {}).get("expected", "")
         options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",")]
         message += suggest(got, [o for o in options if o])
-      if not isinstance(got, (dict, list)):
-        message = f"{got!r} is out of range: {message}" if etype.startswith(("greater", "less")) else message
+      if not isinstance(got, (dict, list)) and etype.startswith(("greater", "less")):
+        message = f"{got!r} is out of range: {message}"
     else:
       got = e.get("input")
       if not isinstance(got, (dict, list)) and not isinstance(got, NodeBase):
         message = f"{message} (got {got!r})"
+    if skip is not None and len(path) == skip:
+      # Every member of a union rejected the value itself: one combined error.
+      shallow.setdefault(path, []).append(e["msg"])
+      if path in seen:
+        continue
     if path in seen:
       continue
     seen.add(path)
     issues.append(locator.issue(kind, message, path, at_key=at_key))
+  for i, issue in enumerate(issues):
+    msgs = shallow.get(issue.path)
+    if msgs and len(msgs) > 1:
+      got = _value_at(data, issue.path)
+      combined = "; or ".join(dict.fromkeys(m[0].lower() + m[1:] if m else m for m in msgs))
+      issues[i] = dataclasses.replace(issue, kind="type", message=f"invalid value {got!r}: expected {combined}")
   return issues
+
+
+def _other_variant_with(data: Any, path: Path, key: str) -> tuple[str, str, str, str] | None:
+  """(type, variant field, this variant, other variant) when `key` belongs to another variant."""
+  from penzai.dsl import registry
+
+  node = _value_at(data, path)
+  if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+    return None
+  info = registry.variants().get(node["type"])
+  if info is None:
+    return None
+  field, choices = info
+  mine = node.get(field)
+  for name, cls in choices.items():
+    if name != mine and key in cls.model_fields:
+      return node["type"], field, str(mine), name
+  return None
+
+
+def _value_at(data: Any, path: Path) -> Any:
+  cur = data
+  for elem in path:
+    try:
+      cur = cur[elem]
+    except (KeyError, IndexError, TypeError):
+      return None
+  return cur
 
 
 def validate_data(data: Any, locator: Locator | None = None) -> ModelSpec:

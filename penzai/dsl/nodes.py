@@ -168,7 +168,9 @@ class NamedGroup(LayerNode):
   """A labelled sequence (`pz.nn.NamedGroup`); `name` is both its group name and path segment."""
 
   type: Literal["NamedGroup"] = "NamedGroup"
-  name: NodeName = _desc("Group name (the NamedGroup's `name` field) and path segment.")  # type: ignore[assignment]
+  name: NodeName | None = _desc(
+      "Group name (the NamedGroup's `name` field) and path segment (default `NamedGroup_{index}`,"
+      " or the document name at the root).", default=None)
   layers: list[LayerSpec] = _desc("The layers, applied in order.")
 
 

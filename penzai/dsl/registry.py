@@ -165,7 +165,11 @@ def activation(name: str) -> Callable[[Any], Any]:
 def activation_name_of(fn: Any) -> str | None:
   """The registered name of an activation function object, if any."""
   for name in _ACTIVATIONS:
-    if activation(name) is fn or activation(name) == fn:
+    try:
+      candidate = activation(name)
+    except Exception:  # noqa: BLE001 - a broken user registration must not break lookups
+      continue
+    if candidate is fn or candidate == fn:
       return name
   return None
 
@@ -219,8 +223,11 @@ def _tanh() -> Callable[[Any], Any]:
   return jnp.tanh
 
 
-for _name in ("relu", "silu", "sigmoid", "softplus", "elu", "selu", "gelu", "swish", "log_sigmoid", "relu6", "softsign", "mish", "leaky_relu", "celu", "hard_tanh"):
+for _name in ("relu", "silu", "sigmoid", "softplus", "elu", "selu", "gelu", "swish", "log_sigmoid", "relu6",
+              "mish", "leaky_relu", "celu", "hard_tanh"):
   _ACTIVATIONS[_name] = _jax_nn(_name)
+_ACTIVATIONS["soft_sign"] = _jax_nn("soft_sign")
+_ACTIVATIONS["softsign"] = _ACTIVATIONS["soft_sign"]
 _ACTIVATIONS["gelu_exact"] = _gelu(False)
 _ACTIVATIONS["gelu_approx"] = _gelu(True)
 _ACTIVATIONS["tanh"] = _tanh

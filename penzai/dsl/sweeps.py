@@ -50,6 +50,35 @@ def _set_path(data: Any, dotted: str, value: Any) -> None:
     raise KeyError(dotted)
 
 
+def path_problem(data: Any, dotted: str) -> str | None:
+  """Why `dotted` is not an overridable key path of `data` (None if it is).
+
+  Every key but the last must exist; the last may be new only where the
+  schema checks it (a layer field), never under `params`, where a misspelled
+  name would silently change nothing.
+  """
+  from penzai.dsl.errors import suggest
+
+  keys: list[Any] = [int(k) if k.isdigit() else k for k in dotted.split(".")]
+  cur = data
+  for i, k in enumerate(keys):
+    last = i == len(keys) - 1
+    if isinstance(cur, dict):
+      if k not in cur:
+        if last and not (i == 1 and keys[0] == "params"):
+          return None
+        where = ".".join(str(x) for x in keys[:i]) or "the document"
+        return f"no key {k!r} under {where}" + suggest(str(k), [str(x) for x in cur])
+      cur = cur[k]
+    elif isinstance(cur, list) and isinstance(k, int):
+      if not 0 <= k < len(cur):
+        return f"index {k} is out of range (the list has {len(cur)} items)"
+      cur = cur[k]
+    else:
+      return f"{'.'.join(str(x) for x in keys[:i])} holds no keys"
+  return None
+
+
 def combinations(grid: Mapping[str, Sequence[Any]] | None, zip_: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
   """The override dicts of a grid (cartesian) times a zip (lock-step) sweep."""
   grid = dict(grid or {})
@@ -107,6 +136,14 @@ def sweep(
   from penzai.dsl.document import validate_data
 
   data, locator = _base_data(base)
+  bad = []
+  for section, overrides in (("grid", grid or {}), ("zip", zip or {})):
+    for key in overrides:
+      problem = path_problem(data, key)
+      if problem is not None:
+        bad.append(SpecIssue("bad_reference", f"sweep key {key!r}: {problem}", (section, key)))
+  if bad:
+    raise SpecError(bad)
   try:
     combos = combinations(grid, zip)
   except ValueError as e:
@@ -167,6 +204,14 @@ def load_sweep(path: str | os.PathLike[str]) -> list[Variant]:
     raise SpecError(issues)
   assert isinstance(base, str)
   base_path = os.path.join(os.path.dirname(path), base)
+  base_data, _ = _base_data(base_path)
+  for key in ("grid", "zip"):
+    for k in data.get(key) or {}:
+      problem = path_problem(base_data, str(k))
+      if problem is not None:
+        issues.append(locator.issue("bad_reference", f"sweep key {k!r}: {problem}", (key, k), at_key=True))
+  if issues:
+    raise SpecError(issues)
   return sweep(base_path, grid=data.get("grid"), zip=data.get("zip"))
 
 

@@ -18,7 +18,7 @@ class SlidingWindow(BaseModel):
   """A causal sliding-window attention layer type."""
 
   model_config = ConfigDict(extra="forbid", frozen=True)
-  sliding_window: int = Field(description="Window length.", ge=1)
+  window_size: int = Field(description="Window length (as in AttentionTypeSlidingWindowCausal).", ge=1)
 
 
 AttentionTypeSpec = Literal["global"] | SlidingWindow
@@ -45,7 +45,7 @@ class _LlamalikeFields(LayerNode):
   rms_norm_eps: float = Field(1e-6, description="RMS norm epsilon.", ge=0)
   attention_type: AttentionTypeSpec | list[AttentionTypeSpec] = Field(
       "global",
-      description="`global`, `{sliding_window: N}`, or a list cycled over the blocks.",
+      description="`global`, `{window_size: N}`, or a list cycled over the blocks.",
   )
   use_post_attn_norm: bool = Field(False, description="RMS norm after attention.")
   use_post_ffw_norm: bool = Field(False, description="RMS norm after the MLP.")
@@ -73,8 +73,8 @@ class TransformerMistral(_LlamalikeFields):
 
   variant: Literal["mistral"] = Field(description="Transformer family.")
   attention_type: AttentionTypeSpec | list[AttentionTypeSpec] = Field(
-      SlidingWindow(sliding_window=4096),
-      description="`global`, `{sliding_window: N}`, or a list cycled over the blocks.",
+      SlidingWindow(window_size=4096),
+      description="`global`, `{window_size: N}`, or a list cycled over the blocks.",
   )
 
 

@@ -129,7 +129,7 @@ def _llamalike(body: Any, proto: Any, stacks: list[Any], blocks: list[Any], meta
     sliding = _find(attn, nn.ApplyCausalSlidingWindowAttentionMask)
     rope = _find(attn.input_to_query, nn.ApplyRoPE)[0]
     if sliding:
-      att_types.append({"sliding_window": int(sliding[0].sliding_window_size)})
+      att_types.append({"window_size": int(sliding[0].sliding_window_size)})
       local_wave = float(rope.max_wavelength)
     else:
       att_types.append("global")

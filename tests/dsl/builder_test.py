@@ -107,7 +107,7 @@ def test_transformer_node_builds_transformer_lm():
       model=dsl.TransformerGemma(
           variant="gemma", num_kv_heads=1, query_head_multiplier=2, embedding_dim=8, projection_dim=4,
           mlp_hidden_dim=8, num_decoder_blocks=2, vocab_size=11,
-          attention_type=["global", dsl.SlidingWindow(sliding_window=2)],
+          attention_type=["global", dsl.SlidingWindow(window_size=2)],
       ),
   )
   report = dsl.check(spec)
@@ -125,3 +125,19 @@ def test_dropout_nodes_and_deep_check_supply_a_random_stream():
   assert type(model.sublayers[0]) is pz.nn.StochasticDropout
   assert type(model.sublayers[1]) is pz.nn.DisabledDropout
   assert model.sublayers[1].share_across_axes == ("batch",)
+
+
+def test_named_group_name_defaults_to_its_segment():
+  spec = _spec(dsl.Sequential(layers=[dsl.Identity(), dsl.NamedGroup(layers=[
+      dsl.Linear(name="lin", input_axes={"features": 4}, output_axes={"out": 2})])]))
+  model = dsl.build(spec)
+  assert model.sublayers[1].name == "NamedGroup_1"
+  assert _labels(model) == ["m/NamedGroup_1/lin.weights"]
+
+
+def test_every_registered_activation_builds():
+  from penzai.dsl import registry
+
+  for name in registry.builtin_activation_names():
+    assert callable(registry.activation(name)), name
+  assert registry.activation_name_of(registry.activation("softsign")) in ("soft_sign", "softsign")

@@ -266,3 +266,52 @@ def test_spec_error_is_value_error_with_structured_list():
     dsl.loads("model: [", "x.yaml")
   assert isinstance(info.value, dsl.SpecError)
   assert info.value.errors[0].kind == "syntax"
+
+
+def test_field_of_another_variant_names_the_variant():
+  errors = _errors(HEADER.replace("features: 8}", "seq: S}") + """\
+model:
+  type: Transformer
+  variant: llama
+  num_attention_heads: 2
+  query_head_multiplier: 1
+  embedding_dim: 8
+  projection_dim: 4
+  mlp_hidden_dim: 8
+  num_decoder_blocks: 1
+  vocab_size: 5
+""")
+  (e,) = [e for e in errors if e.kind == "unknown_key"]
+  assert (e.line, e.column) == (7, 3)
+  assert "field of Transformer variant 'gpt_neox'" in e.message and "needs num_kv_heads" in e.message
+
+
+def test_union_error_is_reported_once_from_the_closest_member():
+  e = _one(HEADER.replace("features: 8}", "seq: S}") + """\
+model: {type: Transformer, variant: llama, num_kv_heads: 1, query_head_multiplier: 1, embedding_dim: 8,
+        projection_dim: 4, mlp_hidden_dim: 8, num_decoder_blocks: 1, vocab_size: 5,
+        attention_type: {windowsize: 3}}
+""")
+  assert (e.kind, e.line, e.column) == ("unknown_key", 6, 26)
+  assert "did you mean 'window_size'?" in e.message and "literal" not in str(e)
+
+
+def test_one_shape_mistake_gives_one_error_even_through_tuples():
+  errors = _errors("""\
+name: m
+input: {named_shape: {s: 3, p: 2}}
+model:
+  type: Attention
+  input_to_query: {type: Identity}
+  input_to_key: {type: Identity}
+  input_to_value: {type: Identity}
+  query_key_to_attn:
+    type: NamedEinsum
+    input_axes: [{s: q, pp: x}, {s: k, p: x}]
+    output_axes: {s: q, t: k}
+  attn_value_to_output:
+    type: NamedEinsum
+    input_axes: [{s: q, t: k}, {s: k, p: x}]
+    output_axes: {s: q, p: x}
+""", check=True)
+  assert [(e.kind, e.line) for e in errors] == [("axis_missing", 10)]

@@ -83,7 +83,7 @@ def test_unsupported_layer_and_unbound_parameters_are_spec_errors():
     "{type: Transformer, variant: gemma, num_kv_heads: 2, query_head_multiplier: 2, embedding_dim: 8,"
     " projection_dim: 4, mlp_hidden_dim: 8, num_decoder_blocks: 2, vocab_size: 11, final_logit_softcap: 30.0,"
     " attn_logits_soft_cap: 50.0, use_qk_norm: true, use_post_attn_norm: true, use_post_ffw_norm: true,"
-    " attention_type: [{sliding_window: 3}, global], global_scale_factor: 8.0, local_rope_wavelength: 100.0,"
+    " attention_type: [{window_size: 3}, global], global_scale_factor: 8.0, local_rope_wavelength: 100.0,"
     " query_scaling_factor: 0.3}",
 ])
 def test_transformer_lm_is_recovered_as_transformer_node(model):

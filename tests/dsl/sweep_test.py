@@ -59,5 +59,16 @@ def test_sweep_file_unknown_key(tmp_path):
 
 def test_bad_override_path():
   spec = dsl.loads(BASE, "base.yaml")
-  with pytest.raises(dsl.SpecError, match="no key path"):
+  with pytest.raises(dsl.SpecError, match="index 9 is out of range"):
     dsl.sweep(spec, grid={"model.layers.9.fn": ["relu"]})
+
+
+def test_misspelled_param_is_rejected_with_suggestion(tmp_path):
+  (tmp_path / "base.yaml").write_text(BASE)
+  f = tmp_path / "s.yaml"
+  f.write_text("base: base.yaml\ngrid:\n  params.hiden: [1, 2]\n")
+  with pytest.raises(dsl.SpecError) as info:
+    sweeps.load_sweep(f)
+  e = info.value.errors[0]
+  assert (e.file, e.line, e.column) == (str(f), 3, 3)
+  assert "did you mean 'hidden'?" in e.message
