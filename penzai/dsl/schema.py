@@ -58,7 +58,7 @@ def json_schema() -> dict[str, Any]:
       "title": "Penzai model spec",
   }
   out.update({k: v for k, v in root.items() if k != "title"})
-  defs = {k: (_allow_refs(v) if k not in ("TensorSpec",) else v) for k, v in defs.items()}
+  defs = {k: _allow_refs(v) for k, v in defs.items()}
   defs["Reference"] = {
       "description": "A `${name}` or `${integer expression}` over `params`.",
       "pattern": "^\\$\\{[^{}]*\\}$",
@@ -69,9 +69,10 @@ def json_schema() -> dict[str, Any]:
 
 
 def _allow_refs(value: Any) -> Any:
-  """Lets every number/boolean in a node schema also be a `${...}` reference."""
+  """Lets every number, boolean or patterned string also be a `${...}` reference."""
   if isinstance(value, dict):
-    if value.get("type") in ("integer", "number", "boolean") and "const" not in value:
+    patterned = value.get("type") == "string" and "pattern" in value
+    if (value.get("type") in ("integer", "number", "boolean") or patterned) and "const" not in value:
       return {"anyOf": [value, {"$ref": "#/$defs/Reference"}]}
     return {k: _allow_refs(v) for k, v in value.items()}
   if isinstance(value, list):
