@@ -726,6 +726,30 @@ def _find_variables(tree: Any) -> list[AbstractVariable]:
 _PLAIN_VALUE_TYPES: dict[type[Any], type[Any]] = {}
 
 
+def _unchanged_copy(
+    var: AbstractVariable, original: AbstractVariableValue, donated: bool
+) -> bool:
+  """Whether a variable copy inside `variable_jit` still holds its input.
+
+  Checked while tracing. For such variables (typically every Parameter of a
+  forward pass) the jitted function returns nothing, so the call neither
+  copies their arrays to outputs nor writes them back: updating a plain
+  variable with the value it already holds would not change it. Donated
+  inputs are always returned, since their old buffers become invalid.
+  """
+  if donated or _PLAIN_VALUE_TYPES.get(type(var)) is not type(original):
+    return False
+  copy = typing.cast(LabeledVariable[Any], var)
+  value = typing.cast(LabeledVariableValue[Any], original)
+  if copy.label != value.label:
+    return False
+  new_leaves, new_def = jax.tree_util.tree_flatten(copy.value)
+  old_leaves, old_def = jax.tree_util.tree_flatten(value.value)
+  return new_def == old_def and all(  # type: ignore[operator]
+      new is old for new, old in zip(new_leaves, old_leaves)
+  )
+
+
 def variable_jit(
     fun: Callable[..., Any], *, donate_variables: bool = False, **jit_kwargs
 ) -> Callable[..., Any]:
@@ -763,7 +787,10 @@ def variable_jit(
           " unfreeze_as_copy=True)`.\nFound variables:"
           f" {returned_vars}"
       )
-    return result, [var.freeze() for var in fresh_vars]
+    return result, [
+        None if _unchanged_copy(var, value, donate_variables) else var.freeze()
+        for var, value in zip(fresh_vars, frozen_values)
+    ]
 
   for attr in ("__name__", "__qualname__", "__module__"):
     if hasattr(fun, attr):
@@ -797,6 +824,8 @@ def variable_jit(
         *args, **kwargs, **{_VARIABLES_KWARG: frozen_values}
     )
     for var, new_value in zip(variables, new_values):
+      if new_value is None:
+        continue  # `fun` did not change it (see `_unchanged_copy`).
       value_type = _PLAIN_VALUE_TYPES.get(type(var))
       if value_type is not None and type(new_value) is value_type:
         # Same check and effect as `var.update(new_value)`: the label decides
