@@ -140,3 +140,26 @@ def test_variable_jit_label_change_between_calls_is_respected():
   assert param.get_slot() == pz.ParameterSlot(label="second")
   np.testing.assert_array_equal(double(param), [4.0, 4.0])
   np.testing.assert_array_equal(param.value, [4.0, 4.0])
+
+
+def test_variable_jit_leaves_unchanged_parameters_in_place_and_updates_others():
+  model = _model()
+  params = pz.unbind_params(model)[1]
+  before = [p.value for p in params]
+  x, _ = _data()
+  forward = pz.variable_jit(lambda m, v: m(v).unwrap("batch", "features"))
+  expected = pz.freeze_params(model)(x).unwrap("batch", "features")
+  np.testing.assert_allclose(forward(model, x), expected, rtol=1e-6)
+  np.testing.assert_allclose(forward(model, x), expected, rtol=1e-6)
+  assert all(p.value is old for p, old in zip(params, before))
+
+  @pz.variable_jit
+  def scale_first(m: Any) -> None:
+    first = pz.unbind_params(m)[1][0]
+    first.value = first.value * 2.0
+
+  scale_first(model)
+  np.testing.assert_allclose(
+      params[0].value.data_array, before[0].data_array * 2.0
+  )
+  assert all(p.value is old for p, old in zip(params[1:], before[1:]))
