@@ -135,6 +135,7 @@ class LabeledVariable(AbstractVariable, Generic[T]):
   @value.setter
   def value(self, new_val: T) -> None:
     self._raw_value = jax.tree_util.tree_map(_as_jax_array, new_val)
+    self.__dict__.pop(_FROZEN_CACHE_ATTR, None)  # Release the old value.
 
   def set_value(self, new_val: T) -> None:
     """Sets the value of the variable (same as assigning `.value`)."""
@@ -215,14 +216,59 @@ def _cached_slot(var: LabeledVariable[Any], slot_type: type[SlotT]) -> SlotT:
   return cached
 
 
+_FROZEN_CACHE_ATTR = "_cached_frozen_value"
+
+ValueT = TypeVar("ValueT", bound="LabeledVariableValue")
+
+
+def _cached_frozen(var: LabeledVariable[Any], value_type: type[ValueT]) -> ValueT:
+  """`value_type(value=, label=, metadata=)` of `var`, reused while current.
+
+  Frozen values are immutable, so freezing an unchanged variable again can
+  return the same object; passing it to a jitted function then matches the
+  jit cache by identity. It is rebuilt whenever the variable's value, label
+  or metadata object changed (the `value` setter also drops it).
+  """
+  cached = var.__dict__.get(_FROZEN_CACHE_ATTR)
+  if (
+      cached is not None
+      and type(cached) is value_type
+      and cached.value is var._raw_value  # pylint: disable=protected-access
+      and cached.label is var.label
+      and cached.metadata is var.metadata
+  ):
+    return cached
+  frozen = value_type(  # type: ignore[call-arg]
+      value=var.value, label=var.label, metadata=var.metadata
+  )
+  var.__dict__[_FROZEN_CACHE_ATTR] = frozen
+  return frozen
+
+
+def _remember_frozen(var: LabeledVariable[Any], frozen: Any) -> None:
+  """Sets `var`'s value to JAX arrays `frozen.value`, without conversion.
+
+  Used where `frozen` is an output of a jitted computation (leaves are
+  already JAX arrays). `frozen` becomes the result of `var.freeze()` if it
+  carries the variable's own label and metadata objects.
+  """
+  var._raw_value = frozen.value  # pylint: disable=protected-access
+  if (
+      _PLAIN_VALUE_TYPES.get(type(var)) is type(frozen)
+      and frozen.label is var.label
+      and frozen.metadata is var.metadata
+  ):
+    var.__dict__[_FROZEN_CACHE_ATTR] = frozen
+  else:
+    var.__dict__.pop(_FROZEN_CACHE_ATTR, None)
+
+
 class Parameter(LabeledVariable[T]):
   """A model parameter variable."""
 
   def freeze(self) -> ParameterValue[T]:
     """Returns a frozen `ParameterValue` sharing this parameter's metadata."""
-    return ParameterValue(
-        value=self.value, label=self.label, metadata=self.metadata
-    )
+    return _cached_frozen(self, ParameterValue)
 
   def get_slot(self) -> ParameterSlot:
     """Returns the `ParameterSlot` for this parameter's label."""
@@ -353,9 +399,7 @@ class StateVariable(LabeledVariable[T]):
 
   def freeze(self) -> StateVariableValue[T]:
     """Returns a frozen `StateVariableValue` sharing this variable's metadata."""
-    return StateVariableValue(
-        value=self.value, label=self.label, metadata=self.metadata
-    )
+    return _cached_frozen(self, StateVariableValue)
 
   def get_slot(self) -> StateVariableSlot:
     """Returns the `StateVariableSlot` for this variable's label."""
@@ -833,7 +877,7 @@ def variable_jit(
         # (so the per-leaf conversion of the `.value` setter is skipped).
         if var.label != new_value.label:
           var.update(new_value)  # Raises the usual error.
-        var._raw_value = new_value.value  # pylint: disable=protected-access
+        _remember_frozen(var, new_value)
       else:
         var.update(new_value)
     return result

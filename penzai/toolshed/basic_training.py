@@ -112,35 +112,6 @@ def _is_trainable(param: variables.Parameter) -> bool:
   return bool(param.metadata.get("trainable", True))
 
 
-def _freeze_reusing(
-    var: variables.LabeledVariable,
-    frozen_values: dict[variables.AbstractVariable, Any],
-) -> Any:
-  """`var.freeze()`, reusing the last frozen value if it is still current.
-
-  After a jitted step, the step's outputs are exactly the frozen values of the
-  updated variables. Reusing them skips building new `ParameterValue`s (and
-  their pytree metadata) on every step. A value is reused only if the
-  variable still holds the same value, label and metadata objects.
-  """
-  previous = frozen_values.get(var)
-  if (
-      previous is not None
-      and type(var).freeze is _STANDARD_FREEZE.get(type(var))
-      and previous.value is var._raw_value  # pylint: disable=protected-access
-      and previous.label is var.label
-      and previous.metadata is var.metadata
-  ):
-    return previous
-  return var.freeze()
-
-
-_STANDARD_FREEZE: dict[type[Any], Any] = {
-    variables.Parameter: variables.Parameter.freeze,
-    variables.StateVariable: variables.StateVariable.freeze,
-}
-
-
 @struct.pytree_dataclass
 class StatefulTrainer(struct.Struct):
   """Trains a model's `Parameter`s in place with an optax optimizer.
@@ -224,7 +195,11 @@ class StatefulTrainer(struct.Struct):
         ),
         label="StatefulTrainer.state",
     )
-    trainer = cls(
+    # `freeze()` of an unchanged variable returns the same frozen value, so
+    # the first step passes the objects the optimizer state was built from:
+    # parameters and optimizer state share their pytree metadata objects and
+    # JAX matches the jit cache by identity on every later step.
+    return cls(
         root_rng=root_rng,
         model=model,
         state=state,
@@ -232,12 +207,6 @@ class StatefulTrainer(struct.Struct):
         loss_fn=loss_fn,
         step_fn=step_fn,
     )
-    # The first step passes these same frozen values, so the optimizer state
-    # and the parameters share their pytree metadata objects from the start
-    # (JAX then matches the jit cache by identity on every later step).
-    frozen_values = trainer._frozen_values_cache()  # pylint: disable=protected-access
-    frozen_values.update(zip(trainable_vars, trainable))
-    return trainer
 
   def _unbound_model(
       self,
@@ -254,16 +223,6 @@ class StatefulTrainer(struct.Struct):
       cached = (self.model, stateless_model, all_vars)
       object.__setattr__(self, "_unbound_model_cache", cached)
     return cached[1], cached[2]
-
-  def _frozen_values_cache(
-      self,
-  ) -> dict[variables.AbstractVariable, Any]:
-    """Per-trainer map from each variable to its last frozen value."""
-    cache = self.__dict__.get("_frozen_values")
-    if cache is None:
-      cache = {}
-      object.__setattr__(self, "_frozen_values", cache)
-    return cache
 
   def step(self, **kwargs: Any) -> AuxOutPyTree:
     """Runs one training step; keyword arguments go to the loss function.
@@ -282,20 +241,13 @@ class StatefulTrainer(struct.Struct):
         state_vars.append(var)
       else:
         raise ValueError(f"Unexpected variable type: {var}")
-    frozen_values = self._frozen_values_cache()
     aux, new_params, new_state_vars, new_state = self.step_fn(
         root_rng=self.root_rng,
         state=self.state.value,
         stateless_model=stateless_model,
-        trainable_params=tuple(
-            _freeze_reusing(var, frozen_values) for var in trainable
-        ),
-        frozen_params=tuple(
-            _freeze_reusing(var, frozen_values) for var in frozen
-        ),
-        state_vars=tuple(
-            _freeze_reusing(var, frozen_values) for var in state_vars
-        ),
+        trainable_params=tuple(var.freeze() for var in trainable),
+        frozen_params=tuple(var.freeze() for var in frozen),
+        state_vars=tuple(var.freeze() for var in state_vars),
         loss_fn=self.loss_fn,
         optimizer_def=self.optimizer_def,
         kwargs=kwargs,
@@ -310,12 +262,11 @@ class StatefulTrainer(struct.Struct):
       # Outputs of the jitted step are already JAX arrays with the variables'
       # own labels, so the per-leaf conversion of the `.value` setter is
       # skipped (it costs as much as the step itself for small models).
-      # The outputs are also the variables' frozen values for the next step.
+      # The outputs also become the variables' frozen values for the next
+      # step (`freeze()` returns them while the variables are unchanged).
       for var, new_value in zip(trainable, new_params):
-        var._raw_value = new_value.value  # pylint: disable=protected-access
-        frozen_values[var] = new_value
+        variables._remember_frozen(var, new_value)  # pylint: disable=protected-access
       for var, new_value in zip(state_vars, new_state_vars):
-        var._raw_value = new_value.value  # pylint: disable=protected-access
-        frozen_values[var] = new_value
+        variables._remember_frozen(var, new_value)  # pylint: disable=protected-access
       self.state._raw_value = new_state  # pylint: disable=protected-access
     return aux

@@ -163,3 +163,25 @@ def test_variable_jit_leaves_unchanged_parameters_in_place_and_updates_others():
       params[0].value.data_array, before[0].data_array * 2.0
   )
   assert all(p.value is old for p, old in zip(params[1:], before[1:]))
+
+
+def test_freeze_reuses_the_frozen_value_only_while_the_variable_is_unchanged():
+  param = pz.Parameter(value=jnp.ones(2), label="p", metadata={"a": 1})
+  first = param.freeze()
+  assert param.freeze() is first
+  assert first == pz.ParameterValue(
+      value=param.value, label="p", metadata={"a": 1}
+  )
+  assert first.metadata is param.metadata
+  param.value = jnp.zeros(2)
+  second = param.freeze()
+  assert second is not first
+  np.testing.assert_array_equal(second.value, [0.0, 0.0])
+  param.label = "q"
+  assert param.freeze().label == "q"
+  param.metadata = {"b": 2}
+  assert param.freeze().metadata == {"b": 2}
+  state = pz.StateVariable(jnp.zeros(()), label="s")
+  frozen_state = state.freeze()
+  assert state.freeze() is frozen_state
+  assert isinstance(frozen_state, pz.StateVariableValue)
