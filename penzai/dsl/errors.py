@@ -21,9 +21,17 @@ def format_path(path: Sequence[PathElem]) -> str:
   return out or "<document>"
 
 
+# Names users bring from other configs (HuggingFace) that are spelled otherwise here.
+_KNOWN_ALIASES = {"sliding_window": "window_size"}
+
+
 def suggest(word: str, candidates: Iterable[str]) -> str:
   """Returns a `; did you mean 'x'?` suffix for the closest candidate, or ''."""
-  matches = difflib.get_close_matches(str(word), sorted(set(candidates)), n=1, cutoff=0.6)
+  pool = sorted(set(candidates))
+  alias = _KNOWN_ALIASES.get(str(word))
+  if alias is not None and alias in pool:
+    return f"; did you mean {alias!r}?"
+  matches = difflib.get_close_matches(str(word), pool, n=1, cutoff=0.6)
   return f"; did you mean {matches[0]!r}?" if matches else ""
 
 

@@ -579,14 +579,6 @@ def test_misspelled_key_inside_a_union_gives_one_clear_error():
   assert "literal[" not in text and "union[" not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "attention_type: {sliding_window: 3} (HF Mistral's config name, and "
-        "the DSL's own spelling before 746064d) gets 'unknown key' plus "
-        "'missing required key window_size' with no did-you-mean hint"
-    ),
-)
 def test_hf_sliding_window_name_gets_a_hint():
   path = ERRORS / "typo_in_union.yaml"
   _, text = _spec_error(path)
