@@ -31,6 +31,9 @@ def suggest(word: str, candidates: Iterable[str]) -> str:
   alias = _KNOWN_ALIASES.get(str(word))
   if alias is not None and alias in pool:
     return f"; did you mean {alias!r}?"
+  for candidate in pool:  # The other direction: a required key spelled by its alias.
+    if _KNOWN_ALIASES.get(candidate) == str(word):
+      return f"; did you mean {candidate!r}?"
   matches = difflib.get_close_matches(str(word), pool, n=1, cutoff=0.6)
   return f"; did you mean {matches[0]!r}?" if matches else ""
 

@@ -584,6 +584,7 @@ def test_hf_sliding_window_name_gets_a_hint():
   _, text = _spec_error(path)
   line = _line(text, path, 18, 20)
   assert "window_size" in line, text
+  assert "missing required key" not in text, text
 
 
 def test_initializer_names_from_the_reference_are_accepted():
