@@ -335,19 +335,11 @@ def gpt_neox_from_huggingface_model(
         ValueError: If `model` is not exactly a ``GPTNeoXForCausalLM`` or its
             configuration uses unsupported features (listed with values).
     """
-    try:
-        import transformers  # pylint: disable=import-outside-toplevel
-    except ImportError as exc:
-        raise RuntimeError("HuggingFace transformers is not available") from exc
-
-    if type(model) is not transformers.GPTNeoXForCausalLM:  # pylint: disable=unidiomatic-typecheck
-        raise ValueError(
-            "gpt_neox_from_huggingface_model should be called with a GPTNeoXForCausalLM"
-            f" instance, but got {type(model).__name__}."
-        )
-    llamalike_common.check_hf_config_attributes(
+    llamalike_common.check_hf_model(
         model,
-        transformers.GPTNeoXConfig(),
+        "gpt_neox_from_huggingface_model",
+        "GPTNeoXForCausalLM",
+        "GPTNeoXConfig",
         handled=_HANDLED_ATTRIBUTES,
         ignored=_IGNORED_ATTRIBUTES,
         allowed_rope_keys=("rope_theta", "rope_type", "partial_rotary_factor"),

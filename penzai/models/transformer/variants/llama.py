@@ -67,19 +67,11 @@ def llama_from_huggingface_model(
             a RoPE scaling type other than the default), listing each
             offending attribute and value.
     """
-    try:
-        import transformers  # pylint: disable=import-outside-toplevel
-    except ImportError as exc:
-        raise RuntimeError("HuggingFace transformers is not available") from exc
-
-    if type(model) is not transformers.LlamaForCausalLM:  # pylint: disable=unidiomatic-typecheck
-        raise ValueError(
-            "llama_from_huggingface_model should be called with a LlamaForCausalLM"
-            f" instance, but got {type(model).__name__}."
-        )
-    llamalike_common.check_hf_config_attributes(
+    llamalike_common.check_hf_model(
         model,
-        transformers.LlamaConfig(),
+        "llama_from_huggingface_model",
+        "LlamaForCausalLM",
+        "LlamaConfig",
         handled=_HANDLED_ATTRIBUTES,
         ignored=_IGNORED_ATTRIBUTES,
     )

@@ -517,6 +517,41 @@ def rope_theta_from_hf_config(hf_config: Any, legacy_attribute: str = "rope_thet
     return float(getattr(hf_config, legacy_attribute))
 
 
+def check_hf_model(
+    model: Any,
+    function_name: str,
+    model_class_name: str,
+    config_class_name: str,
+    handled: Collection[str],
+    ignored: Collection[str],
+    allowed_rope_keys: Collection[str] = ("rope_theta", "rope_type"),
+) -> None:
+    """Checks that `model` is exactly ``transformers.<model_class_name>`` and
+    that its config holds nothing the conversion cannot honour.
+
+    Raises:
+        RuntimeError: If ``transformers`` is not installed.
+        ValueError: For another model class or an unsupported config value.
+    """
+    try:
+        import transformers  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:
+        raise RuntimeError("HuggingFace transformers is not available") from exc
+
+    if type(model) is not getattr(transformers, model_class_name):  # pylint: disable=unidiomatic-typecheck
+        raise ValueError(
+            f"{function_name} should be called with a {model_class_name}"
+            f" instance, but got {type(model).__name__}."
+        )
+    check_hf_config_attributes(
+        model,
+        getattr(transformers, config_class_name)(),
+        handled=handled,
+        ignored=ignored,
+        allowed_rope_keys=allowed_rope_keys,
+    )
+
+
 def check_hf_config_attributes(
     model: Any,
     reference_config: Any,
